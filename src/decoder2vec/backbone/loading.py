@@ -1,0 +1,139 @@
+"""Load a decoder backbone and its tokenizer from an alias, a GGUF file, a folder or a hub id."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+
+from decoder2vec.backbone.adapters import merge_adapters
+from decoder2vec.backbone.bidirectional import AttentionCheck, set_bidirectional, verify_attention
+from decoder2vec.backbone.default_model import DEFAULT_MODEL, default_model_folder
+from decoder2vec.backbone.gguf_import import cached_gguf_folder, import_gguf
+from decoder2vec.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+# Families whose bidirectional mode is exercised by the test suite. Others may work (the
+# self-check decides) but get a warning.
+TESTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")
+
+
+def resolve_model_path(name_or_path: str | Path) -> str:
+    """Turn the alias, a GGUF file or a folder into something ``from_pretrained`` can read."""
+    name = str(name_or_path)
+    if name == DEFAULT_MODEL:
+        return str(default_model_folder())
+    path = Path(name).expanduser()
+    if path.suffix.lower() == ".gguf":
+        folder = cached_gguf_folder(path)
+        return str(folder if (folder / "config.json").is_file() else import_gguf(path, folder))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path} is not a model folder: it has no config.json")
+        return str(path)
+    if path.exists():
+        raise ModelLoadError(f"{path} is a file, but not a GGUF file; pass a model folder, a .gguf file or a hub id")
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelLoadError(f"no such model folder or file: {path}")
+    return name  # a hub id; transformers will fetch it when online
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """fp32 on CPU (bf16 matmuls are orders of magnitude slower there), bf16 on GPUs that have it."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _as_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    if dtype is None:
+        return default_dtype(device)
+    if isinstance(dtype, str):
+        value = getattr(torch, dtype.removeprefix("torch."), None)
+        if not isinstance(value, torch.dtype):
+            raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+        return value
+    return dtype
+
+
+def load_tokenizer(path: str):
+    """The model's tokenizer, with a pad token guaranteed (padding is always masked, so eos serves)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:
+        raise ModelLoadError(f"could not load a tokenizer from {path}: {exc}") from exc
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelLoadError(f"the tokenizer in {path} has neither a pad nor an eos token; set one")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_backbone(
+    name_or_path: str | Path,
+    *,
+    bidirectional: bool = True,
+    with_lm_head: bool = False,
+    adapters: list[str | Path] | None = None,
+    dtype: torch.dtype | str | None = None,
+    device: str | torch.device | None = None,
+    attn_implementation: str | None = None,
+    verify: bool = True,
+):
+    """Load ``(model, tokenizer)`` in the requested attention mode, verified by a probe.
+
+    ``with_lm_head`` gives the causal-LM class (needed for MNTP); otherwise the bare transformer
+    whose last hidden states are pooled into embeddings. ``adapters`` are PEFT folders merged in order.
+    """
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    path = resolve_model_path(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except Exception as exc:
+        raise ModelLoadError(f"could not read a model config from {path}: {exc}") from exc
+    model_type = getattr(config, "model_type", None)
+    if getattr(config, "is_encoder_decoder", False) or model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ModelLoadError(
+            f"{path} holds a '{model_type}' model, which is not a decoder-only language model "
+            f"(supported and tested: {', '.join(TESTED_FAMILIES)})"
+        )
+    if model_type not in TESTED_FAMILIES:
+        warnings.warn(f"architecture '{model_type}' is untested with decoder2vec; the attention self-check decides", stacklevel=2)
+    set_bidirectional(config, bidirectional)
+
+    torch_device = resolve_device(device)
+    kwargs = {"config": config, "dtype": _as_dtype(dtype, torch_device)}
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    model_class = AutoModelForCausalLM if with_lm_head else AutoModel
+    try:
+        model = model_class.from_pretrained(path, **kwargs)
+    except Exception as exc:
+        raise ModelLoadError(f"could not load model weights from {path}: {exc}") from exc
+    model.to(torch_device).eval()
+    tokenizer = load_tokenizer(path)
+    if adapters:
+        model = merge_adapters(model, adapters)
+    if verify:
+        verify_attention(model, bidirectional, set(tokenizer.all_special_ids))
+    return model, tokenizer
+
+
+def check_attention(model, tokenizer) -> AttentionCheck:
+    """Re-run the self-check for the mode the model is configured for (used by ``decoder2vec info``)."""
+    from decoder2vec.backbone.bidirectional import is_bidirectional
+
+    return verify_attention(model, is_bidirectional(model), set(tokenizer.all_special_ids))

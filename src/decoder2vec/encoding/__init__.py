@@ -1,0 +1,1 @@
+"""Stage 2: tokenize (instruction-aware), run the backbone, pool token states into embeddings."""

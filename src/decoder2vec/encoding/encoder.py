@@ -1,0 +1,240 @@
+"""The user-facing :class:`Encoder`: a decoder LLM used as a bidirectional text encoder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from decoder2vec.backbone.bidirectional import backbone_of, is_bidirectional
+from decoder2vec.backbone.loading import load_backbone, resolve_model_path
+from decoder2vec.encoding.pooling import check_pooling_mode, pool
+from decoder2vec.encoding.tokenization import SequenceBuilder, TokenizedBatch, expand_instruction
+from decoder2vec.export.sentence_transformers import write_sentence_transformers_files
+
+ENCODER_CONFIG = "decoder2vec_config.json"
+DEFAULTS = {"pooling": "mean", "max_length": 512, "append_eos": False, "bidirectional": True}
+
+
+def check_texts(texts: list) -> None:
+    """Reject what cannot be embedded, naming the offending index."""
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] is {type(text).__name__}, not str")
+        if not text.strip():
+            raise ValueError(f"texts[{i}] is empty or whitespace-only; there is nothing to embed")
+
+
+class Encoder:
+    """Embeds texts with a (by default bidirectional) decoder backbone and a pooling mode.
+
+    Build it with :meth:`from_pretrained`; ``encode`` follows sentence-transformers' conventions.
+    """
+
+    def __init__(self, model: torch.nn.Module, tokenizer, *, pooling: str = "mean", max_length: int = 512, append_eos: bool = False) -> None:
+        self.model = backbone_of(model)
+        self.tokenizer = tokenizer
+        self.pooling = check_pooling_mode(pooling)
+        self.max_length = max_length
+        self.append_eos = append_eos
+        self._builder = SequenceBuilder(tokenizer, max_length, append_eos)
+
+    # ----------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        *,
+        adapters: list[str | Path] | None = None,
+        pooling: str | None = None,
+        bidirectional: bool | None = None,
+        max_length: int | None = None,
+        dtype: torch.dtype | str | None = None,
+        device: str | torch.device | None = None,
+        attn_implementation: str | None = None,
+        append_eos: bool | None = None,
+    ) -> Encoder:
+        """Load from a folder, GGUF file, hub id or the alias ``smollm2-135m``.
+
+        Settings left as ``None`` come from the folder's ``decoder2vec_config.json`` when it has one
+        (so a saved encoder round-trips), else the defaults: mean pooling, bidirectional, 512 tokens.
+        """
+        path = resolve_model_path(name_or_path)
+        saved = _read_encoder_config(path)
+        pick = lambda key, value: value if value is not None else saved.get(key, DEFAULTS[key])  # noqa: E731
+        model, tokenizer = load_backbone(
+            path,
+            bidirectional=pick("bidirectional", bidirectional),
+            adapters=adapters,
+            dtype=dtype,
+            device=device,
+            attn_implementation=attn_implementation,
+        )
+        return cls(
+            model,
+            tokenizer,
+            pooling=pick("pooling", pooling),
+            max_length=pick("max_length", max_length),
+            append_eos=pick("append_eos", append_eos),
+        )
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def bidirectional(self) -> bool:
+        return is_bidirectional(self.model)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def __repr__(self) -> str:
+        name = getattr(self.model.config, "_name_or_path", "") or type(self.model).__name__
+        mode = "bidirectional" if self.bidirectional else "causal"
+        return f"Encoder({name!r}, {mode}, pooling={self.pooling!r}, max_length={self.max_length})"
+
+    # ---------------------------------------------------------------- low level
+    def tokenize(self, texts: list[str], instruction: str | list[str] | None = None) -> TokenizedBatch:
+        """One padded batch for ``texts``; see :mod:`decoder2vec.encoding.tokenization`."""
+        sequences = self._builder.build(list(texts), expand_instruction(instruction, len(texts)))
+        return self._builder.collate(sequences, self.tokenizer.padding_side)
+
+    def token_states(self, batch: TokenizedBatch, *, all_layers: bool = False) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Last hidden states (B, L, D), or every layer's (embeddings first) with ``all_layers``."""
+        with torch.inference_mode():
+            out = self.model(**batch.to(self.device).model_inputs(), output_hidden_states=all_layers)
+        return tuple(out.hidden_states) if all_layers else out.last_hidden_state
+
+    def embed_batch(self, batch: TokenizedBatch) -> torch.Tensor:
+        """Forward + pooling for one batch, with autograd left to the caller (used in training)."""
+        batch = batch.to(self.device)
+        hidden = self.model(**batch.model_inputs()).last_hidden_state
+        return pool(hidden, batch.pool_mask, batch.attention_mask, self.pooling)
+
+    # ---------------------------------------------------------------- encode
+    def encode(
+        self,
+        texts: str | Iterable[str],
+        *,
+        instruction: str | list[str] | None = None,
+        batch_size: int = 32,
+        normalize: bool = False,
+        show_progress_bar: bool | None = None,
+        convert_to: str = "numpy",
+    ) -> np.ndarray | torch.Tensor:
+        """Embed ``texts`` into float32 vectors, in input order.
+
+        ``instruction`` (one string, or one per text) is attended to but not pooled. A single string
+        gives a 1-D vector; an empty list gives a ``(0, dim)`` array. Texts longer than ``max_length``
+        are truncated (one warning per call); empty or whitespace-only texts raise ``ValueError``.
+        ``convert_to`` is ``"numpy"`` or ``"torch"``.
+        """
+        if convert_to not in ("numpy", "torch"):
+            raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        single = isinstance(texts, str)
+        items = [texts] if single else list(texts)
+        check_texts(items)
+        embeddings = torch.zeros(len(items), self.embedding_dim, dtype=torch.float32)
+        if items:
+            embeddings = self._encode_sorted(items, expand_instruction(instruction, len(items)), batch_size, show_progress_bar)
+        if normalize:
+            embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
+        if single:
+            embeddings = embeddings[0]
+        return embeddings.numpy() if convert_to == "numpy" else embeddings
+
+    def _encode_sorted(self, texts: list[str], instructions: list[str] | None, batch_size: int, show_progress_bar: bool | None) -> torch.Tensor:
+        # Tokenize everything once, up front, then batch by length (longest first) so each batch
+        # carries little padding; results are scattered back into input order.
+        sequences = self._builder.build(texts, instructions)
+        truncated = sum(s.truncated for s in sequences)
+        if truncated:
+            warnings.warn(f"{truncated} of {len(texts)} texts were longer than max_length={self.max_length} tokens and were truncated", stacklevel=3)
+        order = np.argsort([-len(s.ids) for s in sequences], kind="stable")
+        out = torch.empty(len(texts), self.embedding_dim, dtype=torch.float32)
+        starts = range(0, len(order), batch_size)
+        if show_progress_bar is None:
+            show_progress_bar = len(starts) > 1 and sys.stderr.isatty()
+        with torch.inference_mode():
+            for start in tqdm(starts, desc="Encoding", unit="batch", disable=not show_progress_bar):
+                index = order[start : start + batch_size]
+                batch = self._builder.collate([sequences[i] for i in index], self.tokenizer.padding_side)
+                out[torch.from_numpy(index)] = self.embed_batch(batch).float().cpu()
+        return out
+
+    def encode_queries(self, texts: str | Iterable[str], *, instruction: str | list[str] | None = None, **kwargs) -> np.ndarray | torch.Tensor:
+        """Embed queries; the task ``instruction`` goes on the query side only (as in LLM2Vec)."""
+        return self.encode(texts, instruction=instruction, **kwargs)
+
+    def encode_documents(self, texts: str | Iterable[str], **kwargs) -> np.ndarray | torch.Tensor:
+        """Embed documents, which carry no instruction."""
+        return self.encode(texts, instruction=None, **kwargs)
+
+    def similarity(self, a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Cosine similarity matrix between two sets of embeddings."""
+        a = torch.nn.functional.normalize(torch.as_tensor(a, dtype=torch.float32).reshape(-1, self.embedding_dim), dim=-1)
+        b = torch.nn.functional.normalize(torch.as_tensor(b, dtype=torch.float32).reshape(-1, self.embedding_dim), dim=-1)
+        return a @ b.T
+
+    # ---------------------------------------------------------------- saving
+    def save(self, path: str | Path) -> Path:
+        """Write HF weights, tokenizer, our settings and the sentence-transformers files, atomically.
+
+        The folder is built beside ``path`` and renamed into place; an existing folder is replaced
+        only once the new one is complete.
+        """
+        target = Path(path).expanduser()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            self._write(tmp)
+            if target.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+                os.replace(target, old / "previous")
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    def _write(self, folder: Path) -> None:
+        config = self.model.config
+        bidirectional = self.bidirectional
+        config.is_causal = not bidirectional
+        config.use_bidirectional_attention = bidirectional  # read by Gemma-style configs and other engines
+        self.model.save_pretrained(folder, safe_serialization=True)
+        side = self.tokenizer.padding_side
+        self.tokenizer.padding_side = "right"  # what sentence-transformers will pad with
+        try:
+            self.tokenizer.save_pretrained(folder)
+        finally:
+            self.tokenizer.padding_side = side
+        settings = {"pooling": self.pooling, "max_length": self.max_length, "append_eos": self.append_eos, "bidirectional": bidirectional}
+        (folder / ENCODER_CONFIG).write_text(json.dumps(settings, indent=2) + "\n")
+        write_sentence_transformers_files(folder, pooling=self.pooling, max_length=self.max_length, embedding_dim=self.embedding_dim)
+
+
+def _read_encoder_config(path: str) -> dict:
+    file = Path(path) / ENCODER_CONFIG
+    if not file.is_file():
+        return {}
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{file} is not valid JSON: {exc}") from exc
