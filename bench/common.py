@@ -1,0 +1,79 @@
+"""Shared benchmark helpers: data, the fp32 matmul ceiling, FLOP counting, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def sts_sentences(limit: int | None = None) -> list[str]:
+    """Unique sentences of STS-B test (needs ../shared/data)."""
+    path = SHARED / "stsbenchmark" / "sts-test.csv"
+    if not path.is_file():
+        raise SystemExit(f"benchmark data not found: {path}")
+    seen: dict[str, None] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        cols = line.split("\t")
+        if len(cols) >= 7:
+            seen.setdefault(cols[5], None)
+            seen.setdefault(cols[6], None)
+    return list(seen)[:limit]
+
+
+def mixed_documents(n: int, seed: int = 0) -> list[str]:
+    """Documents of mixed length (about 30-500 tokens) made of consecutive STS-B sentences."""
+    sentences = sts_sentences()
+    rng = np.random.default_rng(seed)
+    docs, cursor = [], 0
+    for _ in range(n):
+        k = int(rng.integers(2, 36))
+        docs.append(" ".join(sentences[(cursor + i) % len(sentences)] for i in range(k)))
+        cursor += k
+    return docs
+
+
+def matmul_ceiling_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """Best fp32 GFLOP/s of a large square matmul: the practical ceiling of this CPU right now."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def forward_flops(config, lengths: list[int]) -> float:
+    """FLOPs of one forward over sequences of ``lengths`` real tokens.
+
+    2 x non-embedding parameters per token (every weight is one multiply-add), plus attention:
+    QK^T and AV each cost 2 x L x (heads x head_dim) per token per layer.
+    """
+    d, layers = config.hidden_size, config.num_hidden_layers
+    heads, kv = config.num_attention_heads, config.num_key_value_heads
+    head_dim = getattr(config, "head_dim", None) or d // heads
+    per_layer = d * heads * head_dim * 2 + d * kv * head_dim * 2 + 3 * d * config.intermediate_size
+    dense = 2 * layers * per_layer
+    total_tokens = sum(lengths)
+    attention = sum(4 * n * n * heads * head_dim * layers for n in lengths)
+    return dense * total_tokens + attention
+
+
+def write_results(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    payload = {"machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform()}, **payload}
+    path = RESULTS / f"{name}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
