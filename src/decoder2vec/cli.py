@@ -36,8 +36,18 @@ def reports_errors(command):
     return wrapper
 
 
+def _quiet_transformers() -> None:
+    """Our own progress bars and messages are enough; transformers' per-load bars are noise here."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def _load(model: str, pooling: str | None = None, causal: bool = False, max_length: int | None = None):
     from decoder2vec import Encoder
+
+    _quiet_transformers()
 
     return Encoder.from_pretrained(model, pooling=pooling, bidirectional=False if causal else None, max_length=max_length)
 
@@ -177,6 +187,7 @@ def demo(model: ModelOption = DEFAULT_MODEL) -> None:
     """Encode a few sentences causally and bidirectionally and print their similarities."""
     from decoder2vec.demo import run_demo
 
+    _quiet_transformers()
     run_demo(model, echo=typer.echo)
 
 

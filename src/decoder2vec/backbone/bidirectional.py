@@ -83,13 +83,15 @@ def measure_first_token_shift(model: torch.nn.Module, special_ids: set[int] = fr
     backbone.eval()
     try:
         # Path 1: no padding, so transformers may skip the mask and rely on the kernel's is_causal.
-        hidden = backbone(input_ids=probe, position_ids=positions).last_hidden_state
+        hidden = backbone(input_ids=probe, position_ids=positions, use_cache=False).last_hidden_state
         # Path 2: one padding column forces an explicit mask tensor.
         pad = torch.zeros(2, 1, dtype=probe.dtype, device=device)
         padded = torch.cat([probe, pad + ids[0]], dim=1)
         mask = torch.cat([torch.ones_like(probe), pad], dim=1)
         padded_positions = torch.arange(length + 1, device=device).expand(2, -1)
-        hidden_padded = backbone(input_ids=padded, attention_mask=mask, position_ids=padded_positions).last_hidden_state
+        hidden_padded = backbone(
+            input_ids=padded, attention_mask=mask, position_ids=padded_positions, use_cache=False
+        ).last_hidden_state
     finally:
         backbone.train(was_training)
 

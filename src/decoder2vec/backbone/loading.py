@@ -113,6 +113,7 @@ def load_backbone(
     if model_type not in TESTED_FAMILIES:
         warnings.warn(f"architecture '{model_type}' is untested with decoder2vec; the attention self-check decides", stacklevel=2)
     set_bidirectional(config, bidirectional)
+    config.use_cache = False  # encoders and training never reuse a KV cache
 
     torch_device = resolve_device(device)
     kwargs = {"config": config, "dtype": _as_dtype(dtype, torch_device)}

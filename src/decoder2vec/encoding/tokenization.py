@@ -31,8 +31,14 @@ class TokenizedBatch:
         return TokenizedBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
-        """What the transformer takes. Explicit positions make padding side irrelevant."""
-        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "position_ids": self.position_ids}
+        """What the transformer takes. Explicit positions make padding side irrelevant; no KV cache
+        is built, since an encoder never generates (it would only cost memory and copies)."""
+        return {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "position_ids": self.position_ids,
+            "use_cache": False,
+        }
 
 
 @dataclass(frozen=True)
