@@ -65,5 +65,37 @@ def test_left_and_right_padding_give_the_same_positions_for_real_tokens():
 def test_per_text_instructions():
     tok = build_tokenizer()
     batch = tokenize_batch(tok, ["the cat", "the cat"], instruction=["Query: ", ""])
-    assert batch.pool_mask[0].sum() == batch.pool_mask[1].sum() - 1  # row 1 also pools its BOS
+    pooled = [batch.input_ids[i][batch.pool_mask[i].bool()].tolist() for i in range(2)]
+    assert pooled[0] == tok(" the cat", add_special_tokens=False)["input_ids"]  # the boundary space joins the text
+    assert pooled[1] == [1] + tok("the cat", add_special_tokens=False)["input_ids"]  # no instruction: all pooled, BOS too
     assert batch.pool_mask[1].sum() == batch.attention_mask[1].sum()
+
+
+def sentencepiece_like_tokenizer():
+    """A Metaspace BPE: every word carries its own leading '▁', as Llama-2/Mistral/Gemma tokenizers do."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["▁Query:", "▁how", "▁do", "▁plants", "▁grow?", "▁hello", "▁world"]
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3}
+    for word in words:
+        vocab[word] = len(vocab)
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+
+
+def test_boundary_whitespace_matches_natural_tokenization():
+    """'Query: ' + text gives exactly the ids of the joined string, for both tokenizer styles."""
+    cases = [(build_tokenizer(add_bos=False), "the cat sat"), (sentencepiece_like_tokenizer(), "how do plants grow?")]
+    for tok, text in cases:
+        builder = SequenceBuilder(tok, 64)
+        assert builder.boundary != "verbatim"
+        [seq] = builder.build([text], ["Query: "])
+        assert seq.ids == tok("Query: " + text, add_special_tokens=False)["input_ids"]
+        joined = "".join(tok.convert_ids_to_tokens(seq.ids[seq.n_unpooled:])).replace("▁", " ")
+        assert joined.strip() == text
+    # For the SentencePiece-style one, the naive split would leave the space as an unknown token.
+    tok = sentencepiece_like_tokenizer()
+    assert tok.unk_token_id in tok("Query: ", add_special_tokens=False)["input_ids"]

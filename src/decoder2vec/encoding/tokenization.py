@@ -8,6 +8,11 @@ truncation cuts the text, never the instruction. Layout of one sequence::
      `------------- not pooled when an instruction is given -----'  `--------- pooled ---------------'
 
 Without an instruction every real token is pooled (as sentence-transformers and LLM2Vec do).
+
+The whitespace between an instruction and its text ("Query: " + "how ...") is placed where the
+tokenizer itself would put it when tokenizing the joined string: byte-level BPEs (Llama-3, Qwen,
+SmolLM) fold it into the text's first token ("Ġhow"), SentencePiece models add it themselves. A
+one-time probe picks the right split, so the ids match natural tokenization and the boundary stays exact.
 """
 
 from __future__ import annotations
@@ -73,6 +78,26 @@ class SequenceBuilder:
         self.append_eos = append_eos
         self.prefix, self.suffix = special_token_frame(tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.boundary = self._probe_boundary()
+
+    def _probe_boundary(self) -> str:
+        """How the tokenizer handles the space at an instruction/text boundary (see module doc)."""
+        joint = self.token_ids(["Query: hello world"])[0]
+        head, spaced, bare, tail = self.token_ids(["Query:", " hello world", "hello world", "Query: "])
+        if head + spaced == joint:
+            return "space_joins_text"  # byte-level BPE: " hello" -> "Ġhello"
+        if head + bare == joint:
+            return "space_implicit"  # SentencePiece: "hello" already carries its leading "▁"
+        return "verbatim"
+
+    def _split(self, instruction: str, text: str) -> tuple[str, str]:
+        """Instruction and text strings to tokenize separately, moving boundary whitespace as probed."""
+        stripped = instruction.rstrip()
+        if stripped == instruction or self.boundary == "verbatim":
+            return instruction, text
+        if self.boundary == "space_joins_text":
+            return stripped, instruction[len(stripped):] + text
+        return stripped, text
 
     def token_ids(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each text without special tokens (one batched call to the fast tokenizer)."""
@@ -84,11 +109,15 @@ class SequenceBuilder:
         text_ids = self.token_ids(texts)
         if instructions is None:
             return [self._assemble([], ids, instructed=False) for ids in text_ids]
-        unique = sorted(set(instructions))
+        pieces = [self._split(instr, text) if instr else (instr, text) for instr, text in zip(instructions, texts)]
+        moved = [i for i, (piece, text) in enumerate(zip(pieces, texts)) if piece[1] != text]
+        for i, ids in zip(moved, self.token_ids([pieces[i][1] for i in moved])):
+            text_ids[i] = ids  # texts that took over the instruction's trailing whitespace
+        unique = sorted({piece[0] for piece in pieces})
         instruction_ids = dict(zip(unique, self.token_ids(unique)))
         return [
-            self._assemble(instruction_ids[instr], ids, instructed=bool(instr))
-            for instr, ids in zip(instructions, text_ids)
+            self._assemble(instruction_ids[piece[0]], ids, instructed=bool(instr))
+            for piece, instr, ids in zip(pieces, instructions, text_ids)
         ]
 
     def _assemble(self, instruction: list[int], text: list[int], *, instructed: bool) -> Sequence:
