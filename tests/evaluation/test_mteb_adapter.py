@@ -18,6 +18,7 @@ from mteb.mocks.mock_tasks.retrieval import MockRetrievalTask
 from mteb.mocks.mock_tasks.sts import MockSTSTask
 from mteb.models.models_protocols import EncoderProtocol
 
+import decoder2vec
 from decoder2vec.evaluation import mteb_model
 from decoder2vec.evaluation.instructions import instruction_for, load_instructions
 
@@ -29,7 +30,8 @@ def run(model, tasks):
 
 
 def test_queries_get_the_instruction_and_documents_do_not(hash_encoder) -> None:
-    model = mteb_model(hash_encoder, instructions={"tasks": {"MockRetrievalTask": "Find the passage."}})
+    # the top-level re-export is the documented entry point
+    model = decoder2vec.mteb_model(hash_encoder, instructions={"tasks": {"MockRetrievalTask": "Find the passage."}})
     assert isinstance(model, EncoderProtocol)
     results = run(model, [MockRetrievalTask(), MockRerankingTask(), MockSTSTask()])
     seen = {}
