@@ -201,3 +201,20 @@ def test_bad_model_paths_name_the_problem(tmp_path):
 def test_bad_adapter_folder_is_named(tiny_llama, tmp_path):
     with pytest.raises(ModelLoadError, match=f"{tmp_path} is not a PEFT adapter folder"):
         Encoder.from_pretrained(tiny_llama, adapters=[tmp_path])
+
+
+def test_plan_batches_respects_count_and_token_budget():
+    from decoder2vec.encoding.encoder import plan_batches
+
+    lengths = np.array([100, 90, 50, 50, 10, 10, 10, 5])
+    assert plan_batches(lengths, 3, None) == [(0, 3), (3, 6), (6, 8)]
+    # 200-token budget: 2 x 100, then 4 x 50 (counted at the batch's longest), then the short ones
+    assert plan_batches(lengths, 32, 200) == [(0, 2), (2, 6), (6, 8)]
+    assert plan_batches(np.array([500, 400]), 32, 100) == [(0, 1), (1, 2)]  # an over-long text still goes
+
+
+def test_token_budget_does_not_change_results(tiny_llama):
+    enc = Encoder.from_pretrained(tiny_llama)
+    reference = enc.encode(SENTENCES, batch_size=64)
+    enc.max_batch_tokens = 20
+    np.testing.assert_allclose(enc.encode(SENTENCES, batch_size=64), reference, atol=1e-5)
