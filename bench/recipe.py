@@ -1,0 +1,175 @@
+"""The LLM2Vec ablation on the default model: what each step of the recipe buys, on STS-B and SICK-R.
+
+    python bench/recipe.py [--budget quick|paper] [--mntp-steps N] [--simcse-steps N] [--max-pairs N]
+
+Variants (all mean pooling): causal, bidirectional (no training), Bi+MNTP, Bi+MNTP+SimCSE. Scores are
+the Spearman correlation (x100) of cosine similarity with the gold score on the STS-B test set and the
+SICK test set (relatedness), read from ../shared/data (or --data-dir). MNTP and SimCSE train on the
+offline Wikipedia corpus. Writes bench/results/recipe.json and prints a table. The paper-scale budget
+takes about an hour on a 2-core CPU; ``--budget quick`` (the default) is a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+ROOT = Path(__file__).resolve().parent
+BUDGETS = {
+    # steps, batch size, sequence length per stage: "paper" keeps the paper's step counts but CPU-sized batches
+    "quick": {"mntp": (20, 4, 128), "simcse": (20, 16, 64)},
+    "paper": {"mntp": (1000, 4, 256), "simcse": (1000, 32, 128)},
+}
+
+
+def read_sts_b(path: Path) -> tuple[list[str], list[str], np.ndarray]:
+    """sts-test.csv: tab-separated, no header; genre, file, year, id, score, s1, s2 (extra columns ignored)."""
+    a, b, gold = [], [], []
+    with path.open(encoding="utf-8") as f:
+        for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+            if len(row) >= 7:
+                gold.append(float(row[4]))
+                a.append(row[5])
+                b.append(row[6])
+    return a, b, np.array(gold)
+
+
+def read_sick_r(path: Path) -> tuple[list[str], list[str], np.ndarray]:
+    """SICK_test_annotated.txt: tab-separated with a header; pair_ID, sentence_A, sentence_B, relatedness_score, ..."""
+    a, b, gold = [], [], []
+    with path.open(encoding="utf-8") as f:
+        for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+            a.append(row["sentence_A"])
+            b.append(row["sentence_B"])
+            gold.append(float(row["relatedness_score"]))
+    return a, b, np.array(gold)
+
+
+def score(encoder, pairs, max_pairs: int | None) -> float:
+    a, b, gold = pairs
+    if max_pairs:
+        a, b, gold = a[:max_pairs], b[:max_pairs], gold[:max_pairs]
+    ea = encoder.encode(a, batch_size=64, normalize=True)
+    eb = encoder.encode(b, batch_size=64, normalize=True)
+    return 100 * float(spearmanr((ea * eb).sum(axis=1), gold).statistic)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="quick")
+    parser.add_argument("--mntp-steps", type=int)
+    parser.add_argument("--simcse-steps", type=int)
+    parser.add_argument(
+        "--max-pairs", type=int, default=None, help="Score only the first N pairs of each set (CPU budget)."
+    )
+    parser.add_argument("--data-dir", type=Path, default=ROOT.parent.parent / "shared" / "data")
+    parser.add_argument("--work-dir", type=Path, default=ROOT / "results" / "recipe-runs")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "recipe.json")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (1 is steadier on a busy shared CPU)."
+    )
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from decoder2vec import Encoder
+    from decoder2vec.backbone.loading import load_backbone
+    from decoder2vec.training.config import MNTPConfig, SimCSEConfig
+    from decoder2vec.training.recipes.mntp import run_mntp
+    from decoder2vec.training.recipes.simcse import run_simcse
+
+    sets = {
+        "STS-B": read_sts_b(args.data_dir / "stsbenchmark" / "sts-test.csv"),
+        "SICK-R": read_sick_r(args.data_dir / "sick2014" / "SICK_test_annotated.txt"),
+    }
+    budget = BUDGETS[args.budget]
+    m_steps, m_batch, m_len = budget["mntp"]
+    s_steps, s_batch, s_len = budget["simcse"]
+    mntp_cfg = MNTPConfig(
+        model=args.model,
+        max_steps=args.mntp_steps or m_steps,
+        batch_size=m_batch,
+        max_seq_length=m_len,
+        seed=args.seed,
+        log_every=10,
+        save_every=100,
+        eval_every=0,
+        eval_batches=4,
+        merge=False,
+    )
+    simcse_cfg = SimCSEConfig(
+        model=args.model,
+        max_steps=args.simcse_steps or s_steps,
+        batch_size=s_batch,
+        max_seq_length=s_len,
+        seed=args.seed,
+        log_every=10,
+        save_every=100,
+        merge=False,
+    )
+
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    mntp = run_mntp(mntp_cfg, args.work_dir / "mntp", overwrite=True)
+    timings["mntp_s"] = time.perf_counter() - start
+    simcse_cfg.adapters = [str(mntp.adapter)]
+    start = time.perf_counter()
+    simcse = run_simcse(simcse_cfg, args.work_dir / "simcse", overwrite=True)
+    timings["simcse_s"] = time.perf_counter() - start
+
+    variants = {
+        "causal mean": {"bidirectional": False, "adapters": None},
+        "bidirectional mean": {"bidirectional": True, "adapters": None},
+        "Bi+MNTP": {"bidirectional": True, "adapters": [mntp.adapter]},
+        "Bi+MNTP+SimCSE": {"bidirectional": True, "adapters": [mntp.adapter, simcse.adapter]},
+    }
+    rows = []
+    for name, kw in variants.items():
+        model, tok = load_backbone(args.model, dtype="float32", device="cpu", **kw)
+        encoder = Encoder(model, tok, pooling="mean", max_length=128)
+        row = {
+            "variant": name,
+            **{task: score(encoder, pairs, args.max_pairs) for task, pairs in sets.items()},
+        }
+        rows.append(row)
+        print(f"{name:<22}" + "".join(f"{task}={row[task]:6.2f}  " for task in sets), flush=True)
+
+    print(f"\n{'variant':<22}{'STS-B':>8}{'SICK-R':>8}")
+    for row in rows:
+        print(f"{row['variant']:<22}{row['STS-B']:>8.2f}{row['SICK-R']:>8.2f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "model": args.model,
+        "budget": args.budget,
+        "max_pairs": args.max_pairs,
+        "threads": torch.get_num_threads(),
+        "mntp": {
+            "steps": mntp_cfg.max_steps,
+            "batch_size": mntp_cfg.batch_size,
+            "max_seq_length": mntp_cfg.max_seq_length,
+            "metrics": mntp.metrics,
+        },
+        "simcse": {
+            "steps": simcse_cfg.max_steps,
+            "batch_size": simcse_cfg.batch_size,
+            "max_seq_length": simcse_cfg.max_seq_length,
+            "metrics": simcse.metrics,
+        },
+        "seconds": timings,
+        "results": rows,
+    }
+    args.out.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

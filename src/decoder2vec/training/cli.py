@@ -1,0 +1,257 @@
+"""``decoder2vec train mntp|simcse|supervised`` and ``decoder2vec convert``.
+
+Flags override the recipe file (``--config``), which overrides the paper defaults in ``config.py``.
+All commands run unchanged under ``accelerate launch`` / ``torchrun`` (DDP).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from decoder2vec.errors import Decoder2VecError
+
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option("--config", help="Recipe YAML file, or a shipped recipe name (e.g. llm2vec-llama)."),
+]
+OutOpt = Annotated[Path, typer.Option("--out", help="Output folder.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Model folder, GGUF file, alias or hub id.")]
+StepsOpt = Annotated[
+    int | None, typer.Option("--steps", "--max-steps", help="Optimizer steps (the LR schedule spans them).")
+]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Batch size per process.")]
+LenOpt = Annotated[int | None, typer.Option("--max-seq-length", help="Tokens per sequence.")]
+LrOpt = Annotated[float | None, typer.Option("--lr", "--learning-rate", help="Peak learning rate.")]
+SeedOpt = Annotated[int | None, typer.Option("--seed")]
+AdapterOpt = Annotated[
+    list[str] | None, typer.Option("--adapter", help="LoRA adapter folder to merge first (repeatable).")
+]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a previous run in --out.")]
+MergeOpt = Annotated[
+    bool, typer.Option("--merge/--no-merge", help="Also write the merged model / ready encoder.")
+]
+MiniOpt = Annotated[
+    int | None,
+    typer.Option("--mini-batch-size", help="GradCache micro-batch size (same gradient, less memory)."),
+]
+
+
+def _overrides(cfg, **values) -> None:
+    for key, value in values.items():
+        if value is not None:
+            setattr(cfg, key, list(value) if isinstance(value, (list, tuple)) else value)
+
+
+def _friendly(fn):
+    """Report expected failures as one ``error:`` line and exit code 1, like the main CLI
+    (``DECODER2VEC_DEBUG=1`` re-raises)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        try:
+            return fn(*args, **kwargs)
+        except (Decoder2VecError, ValueError, OSError) as exc:
+            if os.environ.get("DECODER2VEC_DEBUG"):
+                raise
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``convert`` and the ``train`` group to the main CLI app."""
+    from decoder2vec.training.config import (
+        MNTPConfig,
+        SimCSEConfig,
+        SupervisedConfig,
+        load_pipeline,
+        load_stage,
+    )
+
+    train_app = typer.Typer(
+        help="Train one LLM2Vec stage (MNTP, unsupervised SimCSE, supervised contrastive).",
+        no_args_is_help=True,
+    )
+
+    @train_app.command("mntp")
+    @_friendly
+    def mntp(
+        out: OutOpt,
+        model: ModelOpt = None,
+        config: ConfigOpt = None,
+        data: Annotated[
+            str | None,
+            typer.Option("--data", help="Text/JSONL file or folder, 'wiki' (offline corpus) or hf:NAME."),
+        ] = None,
+        steps: StepsOpt = None,
+        batch_size: BatchOpt = None,
+        max_seq_length: LenOpt = None,
+        lr: LrOpt = None,
+        mask_strategy: Annotated[
+            str | None, typer.Option("--mask-strategy", help="bert or all_mask.")
+        ] = None,
+        mask_probability: Annotated[float | None, typer.Option("--mask-probability")] = None,
+        mask_token: Annotated[
+            str | None, typer.Option("--mask-token", help="blank ('_'), eos, pad or new.")
+        ] = None,
+        adapter: AdapterOpt = None,
+        seed: SeedOpt = None,
+        resume: ResumeOpt = False,
+        overwrite: OverwriteOpt = False,
+        merge: MergeOpt = False,
+    ) -> None:
+        """Masked next token prediction with LoRA on the bidirectional model."""
+        from decoder2vec.training.recipes.mntp import run_mntp
+
+        cfg = load_stage(MNTPConfig, config, "mntp")
+        _overrides(
+            cfg,
+            model=model,
+            data=data,
+            max_steps=steps,
+            batch_size=batch_size,
+            max_seq_length=max_seq_length,
+            learning_rate=lr,
+            mask_strategy=mask_strategy,
+            mask_probability=mask_probability,
+            mask_token=mask_token,
+            adapters=adapter,
+            seed=seed,
+            merge=merge,
+        )
+        result = run_mntp(cfg, out, resume=resume, overwrite=overwrite)
+        typer.echo(
+            f"adapter: {result.adapter}" + (f"\nmerged model: {result.merged}" if result.merged else "")
+        )
+
+    @train_app.command("simcse")
+    @_friendly
+    def simcse(
+        out: OutOpt,
+        model: ModelOpt = None,
+        config: ConfigOpt = None,
+        data: Annotated[
+            str | None, typer.Option("--data", help="One sentence per line (.txt/.jsonl), or 'wiki'.")
+        ] = None,
+        steps: StepsOpt = None,
+        batch_size: BatchOpt = None,
+        max_seq_length: LenOpt = None,
+        lr: LrOpt = None,
+        mini_batch_size: MiniOpt = None,
+        adapter: AdapterOpt = None,
+        seed: SeedOpt = None,
+        resume: ResumeOpt = False,
+        overwrite: OverwriteOpt = False,
+        merge: MergeOpt = True,
+    ) -> None:
+        """Unsupervised SimCSE (pass the MNTP adapter with --adapter)."""
+        from decoder2vec.training.recipes.simcse import run_simcse
+
+        cfg = load_stage(SimCSEConfig, config, "simcse")
+        _overrides(
+            cfg,
+            model=model,
+            data=data,
+            max_steps=steps,
+            batch_size=batch_size,
+            max_seq_length=max_seq_length,
+            learning_rate=lr,
+            mini_batch_size=mini_batch_size,
+            adapters=adapter,
+            seed=seed,
+            merge=merge,
+        )
+        result = run_simcse(cfg, out, resume=resume, overwrite=overwrite)
+        typer.echo(f"adapter: {result.adapter}" + (f"\nencoder: {result.merged}" if result.merged else ""))
+
+    @train_app.command("supervised")
+    @_friendly
+    def supervised(
+        out: OutOpt,
+        data: Annotated[
+            str | None,
+            typer.Option("--data", help="JSONL of {query, positive, negatives, instruction, task}."),
+        ] = None,
+        model: ModelOpt = None,
+        config: ConfigOpt = None,
+        steps: StepsOpt = None,
+        batch_size: BatchOpt = None,
+        max_seq_length: LenOpt = None,
+        lr: LrOpt = None,
+        mini_batch_size: MiniOpt = None,
+        adapter: AdapterOpt = None,
+        seed: SeedOpt = None,
+        resume: ResumeOpt = False,
+        overwrite: OverwriteOpt = False,
+        merge: MergeOpt = True,
+    ) -> None:
+        """Supervised contrastive learning with hard negatives (pass the MNTP adapter with --adapter)."""
+        from decoder2vec.training.recipes.supervised import run_supervised
+
+        cfg = load_stage(SupervisedConfig, config, "supervised")
+        _overrides(
+            cfg,
+            model=model,
+            data=data,
+            max_steps=steps,
+            batch_size=batch_size,
+            max_seq_length=max_seq_length,
+            learning_rate=lr,
+            mini_batch_size=mini_batch_size,
+            adapters=adapter,
+            seed=seed,
+            merge=merge,
+        )
+        result = run_supervised(cfg, out, resume=resume, overwrite=overwrite)
+        typer.echo(f"adapter: {result.adapter}" + (f"\nencoder: {result.merged}" if result.merged else ""))
+
+    app.add_typer(train_app, name="train")
+
+    @app.command("convert")
+    @_friendly
+    def convert(
+        out: OutOpt,
+        model: ModelOpt = None,
+        config: ConfigOpt = None,
+        mntp_steps: Annotated[int | None, typer.Option("--mntp-steps")] = None,
+        simcse_steps: Annotated[int | None, typer.Option("--simcse-steps")] = None,
+        supervised_steps: Annotated[int | None, typer.Option("--supervised-steps")] = None,
+        batch_size: BatchOpt = None,
+        max_seq_length: LenOpt = None,
+        mntp_data: Annotated[
+            str | None, typer.Option("--mntp-data", help="MNTP corpus (default: offline Wikipedia).")
+        ] = None,
+        simcse_data: Annotated[
+            str | None, typer.Option("--simcse-data", help="SimCSE sentences (default: offline Wikipedia).")
+        ] = None,
+        supervised_data: Annotated[
+            str | None,
+            typer.Option("--supervised-data", help="Supervised JSONL; the stage runs only when given."),
+        ] = None,
+        seed: SeedOpt = None,
+        resume: ResumeOpt = False,
+        overwrite: OverwriteOpt = False,
+    ) -> None:
+        """Turn a decoder LLM into an encoder: bidirectional -> MNTP -> SimCSE (-> supervised) -> encoder folder."""
+        from decoder2vec.training.recipes.pipeline import convert as run_convert
+
+        cfg = load_pipeline(config)
+        if model is not None:
+            cfg.model = model
+        _overrides(cfg.mntp, max_steps=mntp_steps, data=mntp_data)
+        _overrides(cfg.simcse, max_steps=simcse_steps, data=simcse_data)
+        _overrides(cfg.supervised, max_steps=supervised_steps, data=supervised_data)
+        for stage in (cfg.mntp, cfg.simcse, cfg.supervised):
+            _overrides(stage, batch_size=batch_size, max_seq_length=max_seq_length, seed=seed)
+        folder = run_convert(cfg, out, resume=resume, overwrite=overwrite, recipe_source=config)
+        typer.echo(f"encoder: {folder}")

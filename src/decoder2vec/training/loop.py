@@ -1,0 +1,226 @@
+"""The training loop shared by all stages: optimizer, schedule, logging, atomic checkpoints, exact resume.
+
+A stage supplies a :class:`Stage`: the module to train, a resumable :class:`BatchPlan`, a function that
+turns global example indices into this process's batch, and a ``step`` that runs forward + backward.
+Exact resume rests on two facts: the batch order is a pure function of ``(seed, epoch)`` and the data
+position is saved; and the global RNG is re-seeded from ``(seed, step, rank)`` before every step, so
+masking and dropout at step ``k`` do not depend on whether the process was restarted before it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from decoder2vec.training import checkpoint as ckpt
+from decoder2vec.training.config import StageConfig
+from decoder2vec.training.data.sampling import BatchPlan
+from decoder2vec.training.errors import ResumeMismatchError
+
+log = logging.getLogger(__name__)
+
+StepFn = Callable[[nn.Module, Any, Any], dict[str, float]]
+
+
+@dataclass
+class Stage:
+    name: str
+    model: nn.Module  # forward computes what ``step`` needs; its trainable parameters are the LoRA weights
+    plan: BatchPlan
+    make_batch: Callable[[list[int]], Any]  # global batch indices -> this process's batch
+    step: StepFn  # (prepared model, batch, accelerator) -> {"loss": float, "tokens": int, ...}; does backward
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None
+
+
+def make_accelerator(cfg: StageConfig):
+    """An ``accelerate.Accelerator``: DDP under torchrun/accelerate launch, bf16 autocast on GPUs with bf16."""
+    from accelerate import Accelerator
+
+    cuda = torch.cuda.is_available()
+    use_bf16 = cuda and torch.cuda.is_bf16_supported() and cfg.dtype in (None, "bfloat16")
+    # cpu=True is what makes accelerate run multi-process CPU jobs (torchrun without GPUs) as DDP over gloo.
+    return Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not cuda)
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    return (seed * 1_000_003 + step) * 1024 + rank
+
+
+def linear_schedule(
+    optimizer: torch.optim.Optimizer, warmup: int, total: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up to the peak LR, then linear decay to 0 at ``total`` (the steps actually run)."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _trainable(model: nn.Module) -> dict[str, nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def train(
+    stage: Stage,
+    cfg: StageConfig,
+    run_dir: Path,
+    identity: dict[str, Any],
+    accelerator,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    callbacks: Sequence[Callable[[int], None]] = (),
+) -> dict[str, Any]:
+    """Run ``cfg.max_steps`` optimizer steps (continuing from the newest checkpoint with ``resume``).
+
+    Returns the last logged metrics. ``callbacks`` are called with the number of finished steps after
+    each step (and after its checkpoint, if any).
+    """
+    acc = accelerator
+    run_dir = Path(run_dir)
+    start_from, wipe = ckpt.check_run_dir(run_dir, identity, resume=resume, overwrite=overwrite)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        if wipe:
+            shutil.rmtree(run_dir)
+        ckpt.write_run_file(run_dir, identity)
+    acc.wait_for_everyone()
+
+    params = _trainable(stage.model)
+    if not params:
+        raise RuntimeError(
+            f"stage {stage.name}: the model has no trainable parameters"
+        )  # a wiring bug, not user input
+    optimizer = torch.optim.AdamW(params.values(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = linear_schedule(optimizer, cfg.warmup_steps, cfg.max_steps)
+
+    step = 0
+    last: dict[str, Any] = {}
+    if start_from is not None:
+        saved = ckpt.load_checkpoint(start_from, acc.process_index)
+        unknown = set(saved["trainable"]) ^ set(params)
+        if unknown:
+            raise ResumeMismatchError(
+                f"checkpoint {start_from} does not fit this model: {sorted(unknown)[:3]}"
+            )
+        with torch.no_grad():
+            for name, value in saved["trainable"].items():
+                params[name].copy_(value)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        stage.plan.load_state_dict(saved["state"]["plan"])
+        if saved["rng"] is not None:
+            ckpt.set_rng_state(saved["rng"])
+        step = int(saved["state"]["step"])
+        last = dict(saved["state"].get("metrics") or {})
+        log.info("resuming %s from %s (step %d)", stage.name, start_from, step)
+
+    model, optimizer = acc.prepare(stage.model, optimizer)
+    metrics_file = run_dir / "metrics.jsonl"
+    batches = iter(stage.plan)
+    window: dict[str, float] = {}
+    window_steps, window_seconds = 0, 0.0  # seconds spent in training steps only (not eval, not saving)
+    bar = tqdm(
+        total=cfg.max_steps,
+        initial=step,
+        desc=stage.name,
+        disable=not acc.is_local_main_process,
+        dynamic_ncols=True,
+    )
+
+    def record(entry: dict[str, Any]) -> None:
+        if acc.is_main_process:
+            with metrics_file.open("a") as f:
+                f.write(json.dumps(entry) + "\n")
+
+    while step < cfg.max_steps:
+        started = time.perf_counter()
+        torch.manual_seed(step_seed(cfg.seed, step, acc.process_index))
+        batch = stage.make_batch(next(batches))
+        model.train()
+        out = stage.step(model, batch, acc)
+        if cfg.max_grad_norm and cfg.max_grad_norm > 0:
+            acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        window_seconds += time.perf_counter() - started
+        bar.update(1)
+
+        for key, value in out.items():
+            window[key] = window.get(key, 0.0) + float(value)
+        window_steps += 1
+        if step % max(cfg.log_every, 1) == 0 or step == cfg.max_steps:
+            reduced = {
+                k: float(acc.reduce(torch.tensor(v, device=acc.device), "sum")) for k, v in window.items()
+            }
+            seconds = window_seconds
+            entry = {"stage": stage.name, "step": step, "lr": lr, "seconds": round(seconds, 3)}
+            for key, value in reduced.items():
+                if key == "tokens":
+                    entry["tokens_per_s"] = value / max(seconds, 1e-9)
+                else:
+                    entry[key] = value / (window_steps * acc.num_processes)
+            if not all(math.isfinite(v) for v in entry.values() if isinstance(v, float)):
+                log.warning("non-finite metrics at step %d: %s", step, entry)
+            bar.set_postfix(loss=f"{entry.get('loss', float('nan')):.4f}", lr=f"{lr:.2e}")
+            log.info(
+                " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in entry.items())
+            )
+            record(entry)
+            last = entry
+            window, window_steps, window_seconds = {}, 0, 0.0
+
+        if stage.evaluate is not None and cfg_eval_due(cfg, step):
+            model.eval()
+            with torch.no_grad():
+                scores = stage.evaluate(model)
+            entry = {"stage": stage.name, "step": step, **{f"eval_{k}": v for k, v in scores.items()}}
+            log.info(" ".join(f"{k}={v}" for k, v in entry.items()))
+            record(entry)
+            last = {**last, **entry}
+
+        if step % max(cfg.save_every, 1) == 0 or step == cfg.max_steps:
+            save(acc, run_dir, step, model, optimizer, scheduler, stage.plan, cfg.keep_checkpoints, last)
+        for callback in callbacks:
+            callback(step)
+    bar.close()
+    return last
+
+
+def cfg_eval_due(cfg: StageConfig, step: int) -> bool:
+    every = getattr(cfg, "eval_every", 0)
+    return step == cfg.max_steps or (every > 0 and step % every == 0)
+
+
+def save(
+    acc, run_dir: Path, step: int, model, optimizer, scheduler, plan: BatchPlan, keep: int, metrics: dict
+) -> None:
+    tmp = run_dir / f".tmp-checkpoint-{step:08d}"
+    if acc.is_main_process:
+        ckpt.begin_checkpoint(run_dir, step)
+    acc.wait_for_everyone()
+    ckpt.write_rank_state(tmp, acc.process_index)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        trainable = {n: p for n, p in acc.unwrap_model(model).named_parameters() if p.requires_grad}
+        state = {"step": step, "plan": plan.state_dict(), "world_size": acc.num_processes, "metrics": metrics}
+        ckpt.write_main_state(tmp, trainable=trainable, optimizer=optimizer, scheduler=scheduler, state=state)
+        ckpt.finish_checkpoint(run_dir, tmp, step, keep)
+    acc.wait_for_everyone()

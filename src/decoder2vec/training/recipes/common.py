@@ -1,0 +1,81 @@
+"""What every stage recipe shares: loading the backbone for training, run identity, saving outputs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from decoder2vec.training.config import StageConfig, to_dict
+
+
+@dataclass
+class StageResult:
+    run_dir: Path
+    adapter: Path
+    merged: Path | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def load_for_training(cfg: StageConfig, accelerator, *, with_lm_head: bool):
+    """The bidirectional backbone (with ``cfg.adapters`` merged in) on this process's device."""
+    from decoder2vec.backbone.loading import load_backbone
+
+    dtype = cfg.dtype
+    if dtype is None and accelerator.device.type == "cpu":
+        dtype = "float32"  # bf16 matmuls are ~200x slower on CPU
+    model, tokenizer = load_backbone(
+        cfg.model,
+        bidirectional=True,
+        with_lm_head=with_lm_head,
+        adapters=list(cfg.adapters) or None,
+        dtype=dtype,
+        device=accelerator.device,
+    )
+    checkpointing = cfg.gradient_checkpointing
+    if checkpointing is None:
+        checkpointing = accelerator.device.type == "cuda"
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    return model, tokenizer
+
+
+def identity(stage: str, cfg: StageConfig, world_size: int) -> dict[str, Any]:
+    """What must match for a resume to be exact: stage, full recipe and the number of processes."""
+    return {"stage": stage, "world_size": world_size, "recipe": to_dict(cfg)}
+
+
+def publish_dir(target: Path, write) -> Path:
+    """Build a folder under a temporary name beside ``target`` (``write(tmp)``) and rename it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        write(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def save_adapter(peft_model, target: Path) -> Path:
+    """The stage's LoRA adapter as a PEFT folder (adapter_config.json + adapter_model.safetensors)."""
+    # Embeddings are never trained (a resized vocabulary only adds the unused MNTP mask row), so the
+    # adapter stays LoRA-only and applies to the original base model.
+    return publish_dir(
+        target,
+        lambda tmp: peft_model.save_pretrained(
+            str(tmp), safe_serialization=True, save_embedding_layers=False
+        ),
+    )
+
+
+def tokens_in(attention_mask: torch.Tensor) -> int:
+    return int(attention_mask.sum())

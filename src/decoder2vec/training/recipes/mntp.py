@@ -1,0 +1,149 @@
+"""Stage 2 of LLM2Vec: masked next token prediction (MNTP) with LoRA on a bidirectional decoder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from decoder2vec.training.config import MNTPConfig
+from decoder2vec.training.data.chunking import chunk_blocks, tokenize_documents, train_eval_split
+from decoder2vec.training.data.corpus import read_texts
+from decoder2vec.training.data.sampling import BatchPlan, shard
+from decoder2vec.training.loop import Stage, make_accelerator, train
+from decoder2vec.training.masking import (
+    DEFAULT_PROBABILITY,
+    mask_tokens,
+    maskable_positions,
+    resolve_mask_token,
+)
+from decoder2vec.training.modules import MNTPModel, add_lora
+from decoder2vec.training.recipes.common import (
+    StageResult,
+    identity,
+    load_for_training,
+    publish_dir,
+    save_adapter,
+)
+
+
+class Masker:
+    """Turns (N, L) token blocks into MNTP inputs: masked ids, unshifted labels, positions."""
+
+    def __init__(self, tokenizer, cfg: MNTPConfig, mask_token_id: int, vocab_size: int | None = None) -> None:
+        self.special = set(tokenizer.all_special_ids)
+        self.mask_token_id = mask_token_id
+        # random replacements must be valid rows of the embedding matrix *and* real tokens
+        self.vocab_size = min(len(tokenizer), vocab_size or len(tokenizer))
+        self.strategy = cfg.mask_strategy
+        self.probability = cfg.mask_probability or DEFAULT_PROBABILITY.get(cfg.mask_strategy, 0.2)
+
+    def __call__(
+        self, blocks: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        attention = torch.ones_like(blocks)  # blocks are full: no padding
+        maskable = maskable_positions(blocks, attention, self.special)
+        ids, labels = mask_tokens(
+            blocks,
+            maskable,
+            mask_token_id=self.mask_token_id,
+            vocab_size=self.vocab_size,
+            probability=self.probability,
+            strategy=self.strategy,
+            generator=generator,
+        )
+        positions = torch.arange(blocks.shape[1]).expand_as(blocks)
+        return {"input_ids": ids, "attention_mask": attention, "position_ids": positions, "labels": labels}
+
+
+def evaluate_mntp(
+    model, blocks: torch.Tensor, masker: Masker, batch_size: int, seed: int, device
+) -> dict[str, float]:
+    """Held-out loss and masked-token accuracy, with a fixed masking seed so evaluations are comparable."""
+    gen = torch.Generator().manual_seed(seed)
+    loss_sum, correct, count = 0.0, 0, 0
+    for start in range(0, blocks.shape[0], batch_size):
+        batch = {k: v.to(device) for k, v in masker(blocks[start : start + batch_size], gen).items()}
+        out = model(**batch)
+        n = int(out["count"])
+        loss_sum += float(out["loss"].detach()) * n
+        correct += int(out["correct"])
+        count += n
+    return {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1), "masked_tokens": count}
+
+
+def run_mntp(
+    cfg: MNTPConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    callbacks: Sequence[Callable[[int], None]] = (),
+) -> StageResult:
+    """Train MNTP and write ``out_dir/adapter`` (and ``out_dir/merged`` with ``cfg.merge``)."""
+    out_dir = Path(out_dir)
+    acc = make_accelerator(cfg)
+    rank, world = acc.process_index, acc.num_processes
+
+    # Data first: bad input fails before the model is loaded or anything is written.
+    texts = read_texts(cfg.data, cfg.text_field)
+    lm, tokenizer = load_for_training(cfg, acc, with_lm_head=True)
+    mask_id, added = resolve_mask_token(tokenizer, cfg.mask_token)
+    if added:
+        lm.resize_token_embeddings(len(tokenizer))
+    blocks = chunk_blocks(tokenize_documents(tokenizer, texts), cfg.max_seq_length)
+    train_blocks, eval_blocks = train_eval_split(blocks, cfg.eval_fraction, cfg.seed)
+    plan = BatchPlan.single(train_blocks.shape[0], cfg.batch_size * world, cfg.seed)
+    masker = Masker(tokenizer, cfg, mask_id, lm.get_input_embeddings().weight.shape[0])
+
+    # LoRA goes on the inner transformer, so the adapter applies to the bare model of later stages;
+    # the LM head is only needed here, and stays frozen.
+    decoder = add_lora(lm.get_decoder(), cfg.lora, seed=cfg.seed)
+    model = MNTPModel(decoder, lm.get_output_embeddings()).to(acc.device)
+
+    def make_batch(indices: list[int]) -> dict[str, torch.Tensor]:
+        return masker(train_blocks[shard(indices, rank, world)])
+
+    def step(prepared, batch, accelerator) -> dict[str, float]:
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        with accelerator.autocast():
+            out = prepared(**batch)
+        accelerator.backward(out["loss"])
+        return {
+            "loss": float(out["loss"].detach()),
+            "accuracy": float(out["correct"]) / max(int(out["count"]), 1),
+            "tokens": int(batch["attention_mask"].sum()),
+        }
+
+    def evaluate(prepared) -> dict[str, float]:
+        if eval_blocks.shape[0] == 0:
+            return {}
+        subset = eval_blocks[: cfg.eval_batches * cfg.batch_size]
+        with acc.autocast():
+            return evaluate_mntp(
+                acc.unwrap_model(prepared), subset, masker, cfg.batch_size, cfg.seed, acc.device
+            )
+
+    stage = Stage("mntp", model, plan, make_batch, step, evaluate)
+    metrics = train(
+        stage,
+        cfg,
+        out_dir,
+        identity("mntp", cfg, world),
+        acc,
+        resume=resume,
+        overwrite=overwrite,
+        callbacks=callbacks,
+    )
+
+    result = StageResult(out_dir, out_dir / "adapter", metrics=metrics)
+    if acc.is_main_process:
+        save_adapter(decoder, result.adapter)
+        if cfg.merge:
+            decoder.merge_and_unload()  # merges into lm.model in place
+            result.merged = publish_dir(
+                out_dir / "merged", lambda tmp: (lm.save_pretrained(tmp), tokenizer.save_pretrained(tmp))
+            )
+    acc.wait_for_everyone()
+    return result
