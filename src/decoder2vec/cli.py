@@ -183,12 +183,18 @@ def info(model: ModelOption = DEFAULT_MODEL, causal: Annotated[bool, typer.Optio
 
 @app.command()
 @reports_errors
-def demo(model: ModelOption = DEFAULT_MODEL) -> None:
-    """Encode a few sentences causally and bidirectionally and print their similarities."""
+def demo(
+    model: ModelOption = DEFAULT_MODEL,
+    train: Annotated[bool, typer.Option("--train/--no-train", help="Run the short conversion and score it.")] = True,
+    out: Annotated[Path, typer.Option(help="Folder of the demo conversion (reused when finished).")] = Path("runs/demo"),
+    mntp_steps: int = 10,
+    simcse_steps: int = 30,
+) -> None:
+    """Causal vs bidirectional similarities, then a short real conversion with a before/after score."""
     from decoder2vec.demo import run_demo
 
     _quiet_transformers()
-    run_demo(model, echo=typer.echo)
+    run_demo(model, echo=typer.echo, train=train, out=out, mntp_steps=mntp_steps, simcse_steps=simcse_steps)
 
 
 def _register_optional_commands() -> None:

