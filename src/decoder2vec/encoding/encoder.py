@@ -24,7 +24,7 @@ from decoder2vec.export.sentence_transformers import write_sentence_transformers
 ENCODER_CONFIG = "decoder2vec_config.json"
 # On CPU, activations of a few thousand tokens stay in cache during the memory-bound element-wise
 # ops (norms, RoPE, SiLU), which take ~40% of a forward; bigger batches only add cache misses.
-CPU_BATCH_TOKENS = 2048
+CPU_BATCH_TOKENS = 1024
 DEFAULTS = {"pooling": "mean", "max_length": 512, "append_eos": False, "bidirectional": True}
 
 
