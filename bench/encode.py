@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import forward_flops, matmul_ceiling_gflops, mixed_documents, sts_sentences, write_results  # noqa: E402
+from common import forward_flops, matmul_ceiling_gflops, mixed_documents, sts_sentences, write_results
 
 
 def naive_encode(model, tokenizer, texts: list[str], batch_size: int, max_length: int) -> torch.Tensor:
@@ -65,9 +65,9 @@ def main() -> None:
         tokens = sum(lengths)
         encoder.encode(texts[:8])  # warm-up
         systems = {
-            "decoder2vec": lambda: encoder.encode(texts, batch_size=args.batch_size),
-            "sentence-transformers": lambda: st.encode(texts, batch_size=args.batch_size),
-            "naive loop": lambda: naive_encode(encoder.model, tokenizer, texts, args.batch_size, encoder.max_length),
+            "decoder2vec": lambda texts=texts: encoder.encode(texts, batch_size=args.batch_size),
+            "sentence-transformers": lambda texts=texts: st.encode(texts, batch_size=args.batch_size),
+            "naive loop": lambda texts=texts: naive_encode(encoder.model, tokenizer, texts, args.batch_size, encoder.max_length),
         }
         results[name] = {"texts": len(texts), "tokens": tokens, "seconds": {s: timed(fn)[0] for s, fn in systems.items()}}
         flops_by_data[name] = flops

@@ -6,10 +6,9 @@ from transformers import AutoModel
 
 from decoder2vec.backbone.bidirectional import measure_first_token_shift, set_bidirectional, verify_attention
 from decoder2vec.backbone.loading import load_backbone
+from decoder2vec.encoding.tokenization import tokenize_batch
 from decoder2vec.errors import BidirectionalityError, ModelLoadError
 from tests.conftest import FAMILY_CASES, SENTENCES, save_tiny_model
-
-from decoder2vec.encoding.tokenization import tokenize_batch
 
 
 def plain_states(folder, impl, batch, attention_4d=None):

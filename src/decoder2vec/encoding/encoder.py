@@ -100,7 +100,10 @@ class Encoder:
         """
         path = resolve_model_path(name_or_path)
         saved = _read_encoder_config(path)
-        pick = lambda key, value: value if value is not None else saved.get(key, DEFAULTS[key])  # noqa: E731
+
+        def pick(key: str, value):
+            return value if value is not None else saved.get(key, DEFAULTS[key])
+
         model, tokenizer = load_backbone(
             path,
             bidirectional=pick("bidirectional", bidirectional),

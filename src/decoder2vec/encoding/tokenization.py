@@ -83,7 +83,7 @@ class SequenceBuilder:
     def _probe_boundary(self) -> str:
         """How the tokenizer handles the space at an instruction/text boundary (see module doc)."""
         joint = self.token_ids(["Query: hello world"])[0]
-        head, spaced, bare, tail = self.token_ids(["Query:", " hello world", "hello world", "Query: "])
+        head, spaced, bare = self.token_ids(["Query:", " hello world", "hello world"])
         if head + spaced == joint:
             return "space_joins_text"  # byte-level BPE: " hello" -> "Ġhello"
         if head + bare == joint:

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from decoder2vec.errors import Decoder2VecError
 
 ConfigOpt = Annotated[
     str | None,
@@ -50,22 +47,17 @@ def _overrides(cfg, **values) -> None:
 
 
 def _friendly(fn):
-    """Report expected failures as one ``error:`` line and exit code 1, like the main CLI
-    (``DECODER2VEC_DEBUG=1`` re-raises)."""
+    """Log training progress at INFO, and report expected failures like the main CLI (one ``error:``
+    line, exit code 1; ``DECODER2VEC_DEBUG=1`` re-raises)."""
+    from decoder2vec.cli import reports_errors  # imported late: decoder2vec.cli registers this module
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def with_logging(*args, **kwargs):
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        try:
-            return fn(*args, **kwargs)
-        except (Decoder2VecError, ValueError, OSError) as exc:
-            if os.environ.get("DECODER2VEC_DEBUG"):
-                raise
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+        return fn(*args, **kwargs)
 
-    return wrapper
+    return reports_errors(with_logging)
 
 
 def register(app: typer.Typer) -> None:
