@@ -187,8 +187,8 @@ def demo(
     model: ModelOption = DEFAULT_MODEL,
     train: Annotated[bool, typer.Option("--train/--no-train", help="Run the short conversion and score it.")] = True,
     out: Annotated[Path, typer.Option(help="Folder of the demo conversion (reused when finished).")] = Path("runs/demo"),
-    mntp_steps: int = 10,
-    simcse_steps: int = 30,
+    mntp_steps: int = 20,
+    simcse_steps: int = 20,
 ) -> None:
     """Causal vs bidirectional similarities, then a short real conversion with a before/after score."""
     from decoder2vec.demo import run_demo
