@@ -40,6 +40,29 @@ def publish_folder(target: Path, build: Callable[[Path], None]) -> Path:
     return target
 
 
+def replace_folder(target: Path, build: Callable[[Path], None]) -> Path:
+    """Build a folder beside ``target`` and swap it in, replacing any previous one only once complete.
+
+    Unlike :func:`publish_folder` (first writer wins, for caches), the newest folder wins: the old one
+    is moved aside before the new one is renamed into place, so ``target`` is never half written.
+    """
+    target = Path(target).expanduser()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    old = None
+    try:
+        build(tmp)
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old / "previous")
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
 def write_file_atomic(path: Path, data: str | bytes) -> None:
     """Write a file through a temporary sibling and ``os.replace``, so it is never half written."""
     path = Path(path)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from decoder2vec.backbone.bidirectional import backbone_of, is_bidirectional
+from decoder2vec.backbone.cache import replace_folder
 from decoder2vec.backbone.loading import load_backbone, resolve_model_path
 from decoder2vec.encoding.pooling import check_pooling_mode, pool
 from decoder2vec.encoding.tokenization import SequenceBuilder, TokenizedBatch, expand_instruction
@@ -237,21 +235,7 @@ class Encoder:
         The folder is built beside ``path`` and renamed into place; an existing folder is replaced
         only once the new one is complete.
         """
-        target = Path(path).expanduser()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        try:
-            self._write(tmp)
-            if target.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-                os.replace(target, old / "previous")
-                os.replace(tmp, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return target
+        return replace_folder(Path(path), self._write)
 
     def _write(self, folder: Path) -> None:
         config = self.model.config

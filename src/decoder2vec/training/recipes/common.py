@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from decoder2vec.backbone.cache import replace_folder
 from decoder2vec.training.config import StageConfig, to_dict
 
 
@@ -26,15 +24,12 @@ def load_for_training(cfg: StageConfig, accelerator, *, with_lm_head: bool):
     """The bidirectional backbone (with ``cfg.adapters`` merged in) on this process's device."""
     from decoder2vec.backbone.loading import load_backbone
 
-    dtype = cfg.dtype
-    if dtype is None and accelerator.device.type == "cpu":
-        dtype = "float32"  # bf16 matmuls are ~200x slower on CPU
     model, tokenizer = load_backbone(
         cfg.model,
         bidirectional=True,
         with_lm_head=with_lm_head,
         adapters=list(cfg.adapters) or None,
-        dtype=dtype,
+        dtype=cfg.dtype,  # None: load_backbone's default (fp32 on CPU, bf16 on capable GPUs)
         device=accelerator.device,
     )
     checkpointing = cfg.gradient_checkpointing
@@ -51,25 +46,11 @@ def identity(stage: str, cfg: StageConfig, world_size: int) -> dict[str, Any]:
     return {"stage": stage, "world_size": world_size, "recipe": to_dict(cfg)}
 
 
-def publish_dir(target: Path, write) -> Path:
-    """Build a folder under a temporary name beside ``target`` (``write(tmp)``) and rename it into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        write(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
 def save_adapter(peft_model, target: Path) -> Path:
     """The stage's LoRA adapter as a PEFT folder (adapter_config.json + adapter_model.safetensors)."""
     # Embeddings are never trained (a resized vocabulary only adds the unused MNTP mask row), so the
     # adapter stays LoRA-only and applies to the original base model.
-    return publish_dir(
+    return replace_folder(
         target,
         lambda tmp: peft_model.save_pretrained(
             str(tmp), safe_serialization=True, save_embedding_layers=False

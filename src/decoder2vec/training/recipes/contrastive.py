@@ -7,8 +7,9 @@ queries + positives + negatives), so DDP sees one forward per backward; ``loss_f
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -16,18 +17,32 @@ from decoder2vec.encoding.tokenization import TokenizedBatch
 from decoder2vec.training.config import ContrastiveConfig
 from decoder2vec.training.distributed import world
 from decoder2vec.training.gradcache import grad_cache_step, split_batch
+from decoder2vec.training.loop import Stage, train
 from decoder2vec.training.modules import Embedder, add_lora, embed, set_attention_dropout
-from decoder2vec.training.recipes.common import load_for_training, save_adapter, tokens_in
+from decoder2vec.training.recipes.common import (
+    StageResult,
+    identity,
+    load_for_training,
+    save_adapter,
+    tokens_in,
+)
 
 
-def build_embedder(cfg: ContrastiveConfig, accelerator, attention_dropout: float | None = None):
-    """(embedder, peft_model, tokenizer, original_attention_dropout) for a contrastive stage."""
+class BuiltEmbedder(NamedTuple):
+    embedder: Embedder
+    peft_model: torch.nn.Module
+    tokenizer: object
+    original_dropout: float  # restored on the saved encoder: dropout is a training setting
+
+
+def build_embedder(cfg: ContrastiveConfig, accelerator, attention_dropout: float | None = None) -> BuiltEmbedder:
+    """The pooled LoRA model, its tokenizer and the model's own attention dropout, for a contrastive stage."""
     base, tokenizer = load_for_training(cfg, accelerator, with_lm_head=False)
     original = float(getattr(base.config, "attention_dropout", 0.0) or 0.0)
     if attention_dropout is not None:
         set_attention_dropout(base, attention_dropout)
     peft_model = add_lora(base, cfg.lora, seed=cfg.seed)
-    return Embedder(peft_model, cfg.pooling).to(accelerator.device), peft_model, tokenizer, original
+    return BuiltEmbedder(Embedder(peft_model, cfg.pooling).to(accelerator.device), peft_model, tokenizer, original)
 
 
 def contrastive_step(
@@ -74,3 +89,30 @@ def save_contrastive_outputs(
     merged.eval()
     encoder = Encoder(merged, tokenizer, pooling=cfg.pooling, max_length=max(cfg.max_seq_length, 512))
     return adapter, encoder.save(out_dir / "encoder")
+
+
+def train_contrastive(
+    name: str,
+    cfg: ContrastiveConfig,
+    out_dir: Path,
+    acc,
+    built: BuiltEmbedder,
+    plan,
+    make_batch: Callable,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    resume: bool,
+    overwrite: bool,
+    callbacks: Sequence[Callable[[int], None]],
+) -> StageResult:
+    """Run a contrastive stage on ``built`` and write its adapter (and merged encoder with ``cfg.merge``)."""
+    stage = Stage(name, built.embedder, plan, make_batch, contrastive_step(cfg.mini_batch_size, loss_fn))
+    identity_record = identity(name, cfg, acc.num_processes)
+    metrics = train(stage, cfg, out_dir, identity_record, acc, resume=resume, overwrite=overwrite, callbacks=callbacks)
+    result = StageResult(out_dir, out_dir / "adapter", metrics=metrics)
+    if acc.is_main_process:
+        result.adapter, result.merged = save_contrastive_outputs(
+            out_dir, built.peft_model, built.tokenizer, cfg, built.original_dropout, cfg.merge
+        )
+    acc.wait_for_everyone()
+    return result

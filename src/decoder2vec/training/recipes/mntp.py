@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from decoder2vec.backbone.cache import replace_folder
 from decoder2vec.training.config import MNTPConfig
 from decoder2vec.training.data.chunking import chunk_blocks, tokenize_documents, train_eval_split
 from decoder2vec.training.data.corpus import read_texts
@@ -23,7 +24,6 @@ from decoder2vec.training.recipes.common import (
     StageResult,
     identity,
     load_for_training,
-    publish_dir,
     save_adapter,
 )
 
@@ -142,7 +142,7 @@ def run_mntp(
         save_adapter(decoder, result.adapter)
         if cfg.merge:
             decoder.merge_and_unload()  # merges into lm.model in place
-            result.merged = publish_dir(
+            result.merged = replace_folder(
                 out_dir / "merged", lambda tmp: (lm.save_pretrained(tmp), tokenizer.save_pretrained(tmp))
             )
     acc.wait_for_everyone()

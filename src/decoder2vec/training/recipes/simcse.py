@@ -14,14 +14,10 @@ from decoder2vec.training.data.collate import concat_batches
 from decoder2vec.training.data.corpus import read_sentences
 from decoder2vec.training.data.sampling import BatchPlan, shard
 from decoder2vec.training.distributed import gather_with_grad
-from decoder2vec.training.loop import Stage, make_accelerator, train
+from decoder2vec.training.loop import make_accelerator
 from decoder2vec.training.losses import simcse_loss
-from decoder2vec.training.recipes.common import StageResult, identity
-from decoder2vec.training.recipes.contrastive import (
-    build_embedder,
-    contrastive_step,
-    save_contrastive_outputs,
-)
+from decoder2vec.training.recipes.common import StageResult
+from decoder2vec.training.recipes.contrastive import build_embedder, train_contrastive
 
 
 def run_simcse(
@@ -39,7 +35,8 @@ def run_simcse(
     rank, world_size = acc.process_index, acc.num_processes
     sentences = read_sentences(cfg.data, cfg.text_field, cfg.min_words)
     plan = BatchPlan.single(len(sentences), cfg.batch_size * world_size, cfg.seed)
-    embedder, peft_model, tokenizer, original_dropout = build_embedder(cfg, acc, cfg.attention_dropout)
+    built = build_embedder(cfg, acc, cfg.attention_dropout)
+    tokenizer = built.tokenizer
 
     def make_batch(indices: list[int]):
         one = tokenize_batch(
@@ -51,21 +48,7 @@ def run_simcse(
         a, b = reps.chunk(2)
         return simcse_loss(gather_with_grad(a), gather_with_grad(b), cfg.temperature) * world_size
 
-    stage = Stage("simcse", embedder, plan, make_batch, contrastive_step(cfg.mini_batch_size, loss_fn))
-    metrics = train(
-        stage,
-        cfg,
-        out_dir,
-        identity("simcse", cfg, world_size),
-        acc,
-        resume=resume,
-        overwrite=overwrite,
-        callbacks=callbacks,
+    return train_contrastive(
+        "simcse", cfg, out_dir, acc, built, plan, make_batch, loss_fn,
+        resume=resume, overwrite=overwrite, callbacks=callbacks,
     )
-    result = StageResult(out_dir, out_dir / "adapter", metrics=metrics)
-    if acc.is_main_process:
-        result.adapter, result.merged = save_contrastive_outputs(
-            out_dir, peft_model, tokenizer, cfg, original_dropout, cfg.merge
-        )
-    acc.wait_for_everyone()
-    return result

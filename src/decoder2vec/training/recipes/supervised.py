@@ -19,14 +19,10 @@ from decoder2vec.training.data.pairs import collate_pairs, read_pairs, task_grou
 from decoder2vec.training.data.sampling import BatchPlan, shard
 from decoder2vec.training.distributed import gather_objects, gather_with_grad
 from decoder2vec.training.errors import CorpusError
-from decoder2vec.training.loop import Stage, make_accelerator, train
+from decoder2vec.training.loop import make_accelerator
 from decoder2vec.training.losses import false_negative_mask, hard_negative_loss
-from decoder2vec.training.recipes.common import StageResult, identity
-from decoder2vec.training.recipes.contrastive import (
-    build_embedder,
-    contrastive_step,
-    save_contrastive_outputs,
-)
+from decoder2vec.training.recipes.common import StageResult
+from decoder2vec.training.recipes.contrastive import build_embedder, train_contrastive
 
 
 class SupervisedBatch:
@@ -72,7 +68,8 @@ def run_supervised(
     rank, world_size = acc.process_index, acc.num_processes
     examples = read_pairs(cfg.data, cfg.num_negatives, tuple(cfg.symmetric_tasks))
     plan = BatchPlan(task_groups(examples), cfg.batch_size * world_size, cfg.seed)
-    embedder, peft_model, tokenizer, original_dropout = build_embedder(cfg, acc)
+    built = build_embedder(cfg, acc)
+    tokenizer = built.tokenizer
     current: dict[str, SupervisedBatch] = {}
 
     def make_batch(indices: list[int]):
@@ -94,21 +91,7 @@ def run_supervised(
         )
         return loss * world_size
 
-    stage = Stage("supervised", embedder, plan, make_batch, contrastive_step(cfg.mini_batch_size, loss_fn))
-    metrics = train(
-        stage,
-        cfg,
-        out_dir,
-        identity("supervised", cfg, world_size),
-        acc,
-        resume=resume,
-        overwrite=overwrite,
-        callbacks=callbacks,
+    return train_contrastive(
+        "supervised", cfg, out_dir, acc, built, plan, make_batch, loss_fn,
+        resume=resume, overwrite=overwrite, callbacks=callbacks,
     )
-    result = StageResult(out_dir, out_dir / "adapter", metrics=metrics)
-    if acc.is_main_process:
-        result.adapter, result.merged = save_contrastive_outputs(
-            out_dir, peft_model, tokenizer, cfg, original_dropout, cfg.merge
-        )
-    acc.wait_for_everyone()
-    return result
