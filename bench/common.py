@@ -17,16 +17,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def sts_sentences(limit: int | None = None) -> list[str]:
     """Unique sentences of STS-B test (needs ../shared/data)."""
+    from decoder2vec.evaluation.loaders import load_stsb
+
     path = SHARED / "stsbenchmark" / "sts-test.csv"
     if not path.is_file():
         raise SystemExit(f"benchmark data not found: {path}")
-    seen: dict[str, None] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        cols = line.split("\t")
-        if len(cols) >= 7:
-            seen.setdefault(cols[5], None)
-            seen.setdefault(cols[6], None)
-    return list(seen)[:limit]
+    data = load_stsb(path)
+    pairs = (s for pair in zip(data.sentences1, data.sentences2) for s in pair)
+    return list(dict.fromkeys(pairs))[:limit]  # unique, in file order
 
 
 def mixed_documents(n: int, seed: int = 0) -> list[str]:

@@ -12,14 +12,14 @@ takes about an hour on a 2-core CPU; ``--budget quick`` (the default) is a few m
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from scipy.stats import spearmanr
+
+from decoder2vec.evaluation.loaders import load_sick, load_stsb
+from decoder2vec.evaluation.metrics import sts_scores
 
 ROOT = Path(__file__).resolve().parent
 BUDGETS = {
@@ -31,36 +31,12 @@ BUDGETS = {
 }
 
 
-def read_sts_b(path: Path) -> tuple[list[str], list[str], np.ndarray]:
-    """sts-test.csv: tab-separated, no header; genre, file, year, id, score, s1, s2 (extra columns ignored)."""
-    a, b, gold = [], [], []
-    with path.open(encoding="utf-8") as f:
-        for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-            if len(row) >= 7:
-                gold.append(float(row[4]))
-                a.append(row[5])
-                b.append(row[6])
-    return a, b, np.array(gold)
-
-
-def read_sick_r(path: Path) -> tuple[list[str], list[str], np.ndarray]:
-    """SICK_test_annotated.txt: tab-separated with a header; pair_ID, sentence_A, sentence_B, relatedness_score, ..."""
-    a, b, gold = [], [], []
-    with path.open(encoding="utf-8") as f:
-        for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-            a.append(row["sentence_A"])
-            b.append(row["sentence_B"])
-            gold.append(float(row["relatedness_score"]))
-    return a, b, np.array(gold)
-
-
-def score(encoder, pairs, max_pairs: int | None) -> float:
-    a, b, gold = pairs
-    if max_pairs:
-        a, b, gold = a[:max_pairs], b[:max_pairs], gold[:max_pairs]
-    ea = encoder.encode(a, batch_size=64, normalize=True)
-    eb = encoder.encode(b, batch_size=64, normalize=True)
-    return 100 * float(spearmanr((ea * eb).sum(axis=1), gold).statistic)
+def score(encoder, data, max_pairs: int | None) -> float:
+    """Spearman x100 of cosine similarity vs gold, on the first ``max_pairs`` pairs."""
+    n = max_pairs or len(data.scores)
+    ea = encoder.encode(data.sentences1[:n], batch_size=64)
+    eb = encoder.encode(data.sentences2[:n], batch_size=64)
+    return sts_scores(ea, eb, data.scores[:n])["cosine_spearman"]
 
 
 def main() -> None:
@@ -92,8 +68,8 @@ def main() -> None:
     from decoder2vec.training.recipes.simcse import run_simcse
 
     sets = {
-        "STS-B": read_sts_b(args.data_dir / "stsbenchmark" / "sts-test.csv"),
-        "SICK-R": read_sick_r(args.data_dir / "sick2014" / "SICK_test_annotated.txt"),
+        "STS-B": load_stsb(args.data_dir / "stsbenchmark" / "sts-test.csv"),
+        "SICK-R": load_sick(args.data_dir / "sick2014" / "SICK_test_annotated.txt"),
     }
     budget = BUDGETS[args.budget]
     m_steps, m_batch, m_len = budget["mntp"]

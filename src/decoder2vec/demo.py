@@ -43,11 +43,10 @@ def demo_pairs() -> tuple[list[str], list[str], np.ndarray]:
 
 def pair_score(encoder, pairs: tuple[list[str], list[str], np.ndarray]) -> float:
     """Spearman correlation (x100) between cosine similarity and the hand scores."""
-    from scipy.stats import spearmanr
+    from decoder2vec.evaluation.metrics import sts_scores
 
     a, b, gold = pairs
-    ea, eb = encoder.encode(a, normalize=True), encoder.encode(b, normalize=True)
-    return 100 * float(spearmanr((ea * eb).sum(axis=1), gold).statistic)
+    return sts_scores(encoder.encode(a), encoder.encode(b), gold)["cosine_spearman"]
 
 
 def run_demo(
