@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from decoder2vec.backbone.bidirectional import backbone_of, is_bidirectional
+from decoder2vec.backbone.bidirectional import backbone_of, is_bidirectional, set_bidirectional
 from decoder2vec.backbone.cache import replace_folder
 from decoder2vec.backbone.loading import load_backbone, resolve_model_path
 from decoder2vec.encoding.pooling import check_pooling_mode, pool
@@ -238,10 +238,9 @@ class Encoder:
         return replace_folder(Path(path), self._write)
 
     def _write(self, folder: Path) -> None:
-        config = self.model.config
         bidirectional = self.bidirectional
-        config.is_causal = not bidirectional
-        config.use_bidirectional_attention = bidirectional  # read by Gemma-style configs and other engines
+        # Write both flags explicitly (even when is_causal was only implied), so other engines read them too.
+        set_bidirectional(self.model, bidirectional)
         self.model.save_pretrained(folder, safe_serialization=True)
         side = self.tokenizer.padding_side
         self.tokenizer.padding_side = "right"  # what sentence-transformers will pad with
