@@ -97,6 +97,25 @@ def test_mntp_run_learns_and_writes_outputs(tiny_model_dir, text_corpus, tmp_pat
     assert torch.allclose(a, b, atol=1e-5)
 
 
+def test_evaluation_without_masked_tokens_reports_no_loss(tiny_model_dir):
+    from decoder2vec.training.recipes.mntp import evaluate_mntp
+
+    lm, tok = load_backbone(tiny_model_dir, with_lm_head=True)
+    blocks = torch.full((4, 8), tok.eos_token_id)  # special tokens only: nothing can be masked
+    got = evaluate_mntp(MNTPModel(lm.get_decoder(), lm.lm_head), blocks, Masker(tok, MNTPConfig(), 4), 2, 0, "cpu")
+    assert got == {"masked_tokens": 0}
+
+
+def test_zero_mask_probability_is_an_error_not_the_default(tiny_tokenizer):
+    import pytest
+
+    from decoder2vec.training.errors import TrainingError
+
+    masker = Masker(tiny_tokenizer, MNTPConfig(mask_probability=0.0), 4)
+    with pytest.raises(TrainingError, match="mask probability"):
+        masker(torch.full((2, 8), 10))
+
+
 def test_new_mask_token_resizes_embeddings(tiny_model_dir, text_corpus, tmp_path):
     cfg = MNTPConfig(
         model=str(tiny_model_dir),

@@ -46,6 +46,14 @@ def _overrides(cfg, **values) -> None:
             setattr(cfg, key, list(value) if isinstance(value, (list, tuple)) else value)
 
 
+def _report(text: str) -> None:
+    """Print the result paths once, from the main process (every DDP rank returns them)."""
+    from decoder2vec.training.distributed import world
+
+    if world()[0] == 0:
+        typer.echo(text)
+
+
 def _friendly(fn):
     """Log training progress at INFO, and report expected failures like the main CLI (one ``error:``
     line, exit code 1; ``DECODER2VEC_DEBUG=1`` re-raises)."""
@@ -122,9 +130,7 @@ def register(app: typer.Typer) -> None:
             merge=merge,
         )
         result = run_mntp(cfg, out, resume=resume, overwrite=overwrite)
-        typer.echo(
-            f"adapter: {result.adapter}" + (f"\nmerged model: {result.merged}" if result.merged else "")
-        )
+        _report(f"adapter: {result.adapter}" + (f"\nmerged model: {result.merged}" if result.merged else ""))
 
     @train_app.command("simcse")
     @_friendly
@@ -164,7 +170,7 @@ def register(app: typer.Typer) -> None:
             merge=merge,
         )
         result = run_simcse(cfg, out, resume=resume, overwrite=overwrite)
-        typer.echo(f"adapter: {result.adapter}" + (f"\nencoder: {result.merged}" if result.merged else ""))
+        _report(f"adapter: {result.adapter}" + (f"\nencoder: {result.merged}" if result.merged else ""))
 
     @train_app.command("supervised")
     @_friendly
@@ -205,7 +211,7 @@ def register(app: typer.Typer) -> None:
             merge=merge,
         )
         result = run_supervised(cfg, out, resume=resume, overwrite=overwrite)
-        typer.echo(f"adapter: {result.adapter}" + (f"\nencoder: {result.merged}" if result.merged else ""))
+        _report(f"adapter: {result.adapter}" + (f"\nencoder: {result.merged}" if result.merged else ""))
 
     app.add_typer(train_app, name="train")
 
@@ -246,4 +252,4 @@ def register(app: typer.Typer) -> None:
         for stage in (cfg.mntp, cfg.simcse, cfg.supervised):
             _overrides(stage, batch_size=batch_size, max_seq_length=max_seq_length, seed=seed)
         folder = run_convert(cfg, out, resume=resume, overwrite=overwrite, recipe_source=config)
-        typer.echo(f"encoder: {folder}")
+        _report(f"encoder: {folder}")

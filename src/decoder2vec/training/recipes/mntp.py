@@ -37,7 +37,11 @@ class Masker:
         # random replacements must be valid rows of the embedding matrix *and* real tokens
         self.vocab_size = min(len(tokenizer), vocab_size or len(tokenizer))
         self.strategy = cfg.mask_strategy
-        self.probability = cfg.mask_probability or DEFAULT_PROBABILITY.get(cfg.mask_strategy, 0.2)
+        self.probability = (  # an explicit 0 is kept, so the masking function rejects it by name
+            cfg.mask_probability
+            if cfg.mask_probability is not None
+            else DEFAULT_PROBABILITY.get(cfg.mask_strategy, 0.2)
+        )
 
     def __call__(
         self, blocks: torch.Tensor, generator: torch.Generator | None = None
@@ -70,7 +74,9 @@ def evaluate_mntp(
         loss_sum += float(out["loss"].detach()) * n
         correct += int(out["correct"])
         count += n
-    return {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1), "masked_tokens": count}
+    if count == 0:  # a held-out split too small to mask anything: no loss to report, not a loss of 0
+        return {"masked_tokens": 0}
+    return {"loss": loss_sum / count, "accuracy": correct / count, "masked_tokens": count}
 
 
 def run_mntp(
