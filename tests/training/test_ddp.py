@@ -85,3 +85,24 @@ def test_ddp_matches_single_process_full_batch(tiny_model_dir, text_corpus, pair
         # weights by ~lr; compare the typical difference against the typical movement instead of the max.
         diff = torch.cat([(ddp[k] - single[k]).flatten() for k in ddp]).abs().mean().item()
         assert diff < 0.02 * moved, (stage, diff, moved)
+
+
+@pytest.mark.slow
+def test_train_command_runs_under_torchrun(tiny_model_dir, text_corpus, tmp_path):
+    """The documented multi-process CPU launch: both ranks train, only rank 0 prints the result paths."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            "-m", "decoder2vec.cli", "train", "simcse", "--out", str(out), "--model", str(tiny_model_dir),
+            "--data", str(text_corpus), "--steps", "2", "--batch-size", "2", "--max-seq-length", "16",
+            "--no-merge",
+        ],
+        check=False, capture_output=True, text=True, timeout=400, env=env, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("adapter: ") == 1, proc.stdout
+    state = json.loads((out / "checkpoint-00000002" / "trainer_state.json").read_text())
+    assert state["world_size"] == 2 and state["step"] == 2
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
