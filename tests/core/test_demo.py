@@ -1,6 +1,7 @@
 """The demo: tables, a short real conversion, and before/after scores on the shipped pairs."""
 
 import importlib.util
+import json
 
 import pytest
 from typer.testing import CliRunner
@@ -29,3 +30,8 @@ def test_demo_runs_a_conversion_and_reports_before_and_after(tiny_llama, tmp_pat
     stamp = (out / "model.safetensors").stat().st_mtime_ns
     assert CliRunner().invoke(app, args).exit_code == 0
     assert (out / "model.safetensors").stat().st_mtime_ns == stamp
+    # Other settings: the finished demo run is redone rather than reused with the wrong settings.
+    assert CliRunner().invoke(app, [*args[:-1], "3"]).exit_code == 0
+    assert (out / "model.safetensors").stat().st_mtime_ns != stamp
+    simcse = [s for s in json.loads((out / "recipe.json").read_text())["stages"] if s["name"] == "simcse"]
+    assert simcse[0]["config"]["max_steps"] == 3
