@@ -15,6 +15,14 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def spaced_indices(n: int, limit: int | None) -> list[int]:
+    """``limit`` indices spread evenly over ``range(n)`` (all of them without a limit). The STS files are
+    ordered by genre, so the first N pairs would be one genre only."""
+    if limit is None or limit >= n:
+        return list(range(n))
+    return [round(i * (n - 1) / (limit - 1)) for i in range(limit)] if limit > 1 else [0]
+
+
 def sts_sentences(limit: int | None = None) -> list[str]:
     """Unique sentences of STS-B test (needs ../shared/data)."""
     from decoder2vec.evaluation.loaders import load_stsb
@@ -69,7 +77,14 @@ def forward_flops(config, lengths: list[int]) -> float:
 
 def write_results(name: str, payload: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
-    payload = {"machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform()}, **payload}
+    payload = {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+        },
+        **payload,
+    }
     path = RESULTS / f"{name}.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")

@@ -24,7 +24,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED, write_results
+from common import SHARED, spaced_indices, write_results
 
 from decoder2vec.evaluation.runner import load_variants, markdown_table, resolve_task, run_evaluation
 
@@ -32,9 +32,7 @@ from decoder2vec.evaluation.runner import load_variants, markdown_table, resolve
 def evenly_spaced(task, limit: int | None):
     """Keep ``limit`` pairs of an STS task, spread over the whole file."""
     d = task.data
-    if limit is None or limit >= len(d.scores):
-        return task
-    idx = [round(i * (len(d.scores) - 1) / (limit - 1)) for i in range(limit)] if limit > 1 else [0]
+    idx = spaced_indices(len(d.scores), limit)
     d.sentences1 = [d.sentences1[i] for i in idx]
     d.sentences2 = [d.sentences2[i] for i in idx]
     d.scores = [d.scores[i] for i in idx]

@@ -1,0 +1,120 @@
+"""SimCSE learning rates side by side: STS-B and SICK-R every K steps, one process per learning rate.
+
+    python bench/simcse_sweep.py --lrs 3e-4 1e-3 --steps 160 --eval-every 40 [--adapter DIR] [--pairs 250]
+
+Each learning rate trains SimCSE (batch 16, 48 tokens, the offline Wikipedia corpus) on top of the MNTP
+adapter that ``bench/recipe.py`` wrote (``--adapter``), in its own process with one torch thread, all
+processes at once, so they share the machine equally. Every ``--eval-every`` steps the model is scored
+(Spearman x100, mean pooling) on ``--pairs`` pairs of STS-B test and SICK-R test. Used to choose the
+``cpu-1h`` budget's SimCSE learning rate; writes bench/results/simcse_sweep.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+from pathlib import Path
+
+from common import RESULTS, SHARED, spaced_indices
+
+
+def pick(data, pairs: int, subset: str):
+    idx = (
+        list(range(min(pairs, len(data.scores))))
+        if subset == "first"
+        else spaced_indices(len(data.scores), pairs)
+    )
+    return [data.sentences1[i] for i in idx], [data.sentences2[i] for i in idx], [data.scores[i] for i in idx]
+
+
+def worker(lr: float, args: argparse.Namespace) -> list[dict]:
+    import torch
+
+    torch.set_num_threads(1)
+    from decoder2vec import Encoder
+    from decoder2vec.evaluation.loaders import load_sick, load_stsb
+    from decoder2vec.evaluation.metrics import sts_scores
+    from decoder2vec.training.config import SimCSEConfig
+    from decoder2vec.training.recipes import simcse
+
+    sets = {
+        "STS-B": pick(load_stsb(args.data_dir / "stsbenchmark" / "sts-test.csv"), args.pairs, args.subset),
+        "SICK-R": pick(
+            load_sick(args.data_dir / "sick2014" / "SICK_test_annotated.txt"), args.pairs, args.subset
+        ),
+    }
+    built = {}
+    build = simcse.build_embedder
+
+    def keep(*a, **k):  # the recipe builds its model internally; keep a handle to score it mid-run
+        built["model"] = build(*a, **k)
+        return built["model"]
+
+    simcse.build_embedder = keep
+    rows: list[dict] = []
+
+    def evaluate(step: int) -> None:
+        if step % args.eval_every and step != args.steps:
+            return
+        peft_model, tokenizer = built["model"].peft_model, built["model"].tokenizer
+        peft_model.eval()  # no dropout while scoring
+        encoder = Encoder(peft_model, tokenizer, pooling="mean", max_length=128)
+        row = {"lr": lr, "step": step}
+        with torch.no_grad():
+            for name, (a, b, gold) in sets.items():
+                row[name] = sts_scores(
+                    encoder.encode(a, batch_size=64), encoder.encode(b, batch_size=64), gold
+                )["cosine_spearman"]
+        peft_model.train()
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+
+    cfg = SimCSEConfig(
+        model=args.model,
+        adapters=[str(args.adapter)],
+        max_steps=args.steps,
+        learning_rate=lr,
+        batch_size=16,
+        max_seq_length=48,
+        log_every=20,
+        save_every=10**9,
+        merge=False,
+    )
+    simcse.run_simcse(cfg, args.work_dir / f"lr{lr:g}", overwrite=True, callbacks=[evaluate])
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3])
+    parser.add_argument("--steps", type=int, default=160)
+    parser.add_argument("--eval-every", type=int, default=40)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--adapter", type=Path, default=RESULTS / "recipe-runs" / "mntp" / "adapter")
+    parser.add_argument("--pairs", type=int, default=250)
+    parser.add_argument(
+        "--subset", choices=["spaced", "first"], default="spaced", help="evenly spaced pairs, or the first N"
+    )
+    parser.add_argument("--data-dir", type=Path, default=SHARED)
+    parser.add_argument("--work-dir", type=Path, default=RESULTS / "simcse-sweep-runs")
+    parser.add_argument("--out", type=Path, default=RESULTS / "simcse_sweep.json")
+    args = parser.parse_args()
+    if not (args.adapter / "adapter_config.json").is_file():
+        raise SystemExit(f"no MNTP adapter at {args.adapter}: run bench/recipe.py first, or pass --adapter")
+
+    with mp.get_context("spawn").Pool(len(args.lrs)) as pool:
+        results = pool.starmap(worker, [(lr, args) for lr in args.lrs])
+    rows = [row for per_lr in results for row in per_lr]
+    print(f"\n{'lr':>8}{'step':>6}{'STS-B':>8}{'SICK-R':>8}")
+    for row in rows:
+        print(f"{row['lr']:>8g}{row['step']:>6}{row['STS-B']:>8.2f}{row['SICK-R']:>8.2f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2)
+    )
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
