@@ -24,13 +24,14 @@ from decoder2vec.evaluation.loaders import load_sick, load_stsb
 from decoder2vec.evaluation.metrics import sts_scores
 
 ROOT = Path(__file__).resolve().parent
+VARIANTS = ["causal", "bidirectional", "Bi+MNTP", "Bi+MNTP+SimCSE"]
 # Per stage: steps, batch size, sequence length, learning rate.
 BUDGETS = {
     "quick": {"mntp": (20, 4, 128, 5e-5), "simcse": (20, 16, 64, 3e-5)},
     # About an hour on 2 cores. With ~1/30 of the paper's MNTP tokens and ~1/40 of its SimCSE sentences,
     # the paper's learning rates (5e-5 / 3e-5, meant for 1000 steps at batch 32 / 128) barely move the
-    # LoRA weights; a side-by-side sweep of SimCSE at 3e-4 and 1e-3 picked 1e-3 (see BENCHMARKS.md).
-    "cpu-1h": {"mntp": (300, 4, 128, 3e-4), "simcse": (200, 16, 48, 1e-3)},
+    # LoRA weights; a side-by-side sweep of SimCSE at 3e-4, 1e-3 and 3e-3 picked 3e-3 (see BENCHMARKS.md).
+    "cpu-1h": {"mntp": (300, 4, 128, 3e-4), "simcse": (200, 16, 48, 3e-3)},
     # The paper's step counts and learning rates (MNTP batch 32 x 512 needs a GPU; see recipes/llm2vec-*.yaml).
     "paper": {"mntp": (1000, 32, 512, 5e-5), "simcse": (1000, 128, 128, 3e-5)},
 }
@@ -59,6 +60,14 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=ROOT / "results" / "recipe-runs")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "recipe.json")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--mntp-adapter",
+        type=Path,
+        help="Reuse this trained MNTP adapter (e.g. a previous run's recipe-runs/mntp/adapter) instead of training one.",
+    )
+    parser.add_argument(
+        "--variants", nargs="+", choices=VARIANTS, default=VARIANTS, help="Variants to score (default: all)."
+    )
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (1 is steadier on a busy shared CPU)."
     )
@@ -106,22 +115,28 @@ def main() -> None:
 
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    mntp = run_mntp(mntp_cfg, args.work_dir / "mntp", overwrite=True)
-    timings["mntp_s"] = time.perf_counter() - start
-    simcse_cfg.adapters = [str(mntp.adapter)]
+    if args.mntp_adapter:
+        mntp_adapter, mntp_metrics = args.mntp_adapter, {"reused": str(args.mntp_adapter)}
+    else:
+        mntp = run_mntp(mntp_cfg, args.work_dir / "mntp", overwrite=True)
+        mntp_adapter, mntp_metrics = mntp.adapter, mntp.metrics
+        timings["mntp_s"] = time.perf_counter() - start
+    simcse_cfg.adapters = [str(mntp_adapter)]
     start = time.perf_counter()
     simcse = run_simcse(simcse_cfg, args.work_dir / "simcse", overwrite=True)
     timings["simcse_s"] = time.perf_counter() - start
 
     variants = {
-        "causal mean": {"bidirectional": False, "adapters": None},
-        "bidirectional mean": {"bidirectional": True, "adapters": None},
-        "Bi+MNTP": {"bidirectional": True, "adapters": [mntp.adapter]},
-        "Bi+MNTP+SimCSE": {"bidirectional": True, "adapters": [mntp.adapter, simcse.adapter]},
+        "causal": {"bidirectional": False, "adapters": None},
+        "bidirectional": {"bidirectional": True, "adapters": None},
+        "Bi+MNTP": {"bidirectional": True, "adapters": [mntp_adapter]},
+        "Bi+MNTP+SimCSE": {"bidirectional": True, "adapters": [mntp_adapter, simcse.adapter]},
     }
+    variants = {name: kw for name, kw in variants.items() if name in args.variants}
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # scored in fp32 either way
     rows = []
     for name, kw in variants.items():
-        model, tok = load_backbone(args.model, dtype="float32", device="cpu", **kw)
+        model, tok = load_backbone(args.model, dtype="float32", device=device, **kw)
         encoder = Encoder(model, tok, pooling="mean", max_length=128)
         row = {
             "variant": name,
@@ -144,7 +159,7 @@ def main() -> None:
             "batch_size": mntp_cfg.batch_size,
             "max_seq_length": mntp_cfg.max_seq_length,
             "learning_rate": mntp_cfg.learning_rate,
-            "metrics": mntp.metrics,
+            "metrics": mntp_metrics,
         },
         "simcse": {
             "steps": simcse_cfg.max_steps,
