@@ -93,6 +93,7 @@ def convert_briefly(model: str, out: Path, mntp_steps: int, simcse_steps: int) -
     """A shortened LLM2Vec conversion; a finished one in ``out`` with the same settings is reused, an
     interrupted one resumed, and a finished demo run with other settings is redone."""
     from decoder2vec.training.config import load_pipeline
+    from decoder2vec.training.errors import TrainingError
     from decoder2vec.training.recipes.pipeline import convert
 
     cfg = load_pipeline("cpu-smoke")
@@ -105,8 +106,11 @@ def convert_briefly(model: str, out: Path, mntp_steps: int, simcse_steps: int) -
     record = out / "recipe.json"  # written last, so the encoder folder is complete
     if not record.is_file():
         return convert(cfg, out, resume=out.exists(), recipe_source="demo")
-    if _same_settings(json.loads(record.read_text()), cfg):
+    recorded = json.loads(record.read_text())
+    if _same_settings(recorded, cfg):
         return out
+    if recorded.get("recipe_source") != "demo":  # never overwrite a user's own conversion
+        raise TrainingError(f"{out} holds a conversion the demo did not make; pass another --out")
     return convert(cfg, out, overwrite=True, recipe_source="demo")
 
 

@@ -10,6 +10,17 @@ from decoder2vec.cli import app
 from decoder2vec.demo import demo_pairs
 
 
+def test_demo_never_overwrites_a_conversion_it_did_not_make(tmp_path):
+    from decoder2vec.demo import convert_briefly
+    from decoder2vec.training.errors import TrainingError
+
+    record = tmp_path / "recipe.json"
+    record.write_text(json.dumps({"model": "smollm2-135m", "recipe_source": "llm2vec-llama", "stages": []}))
+    with pytest.raises(TrainingError, match="did not make"):
+        convert_briefly("smollm2-135m", tmp_path, 2, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.json"]
+
+
 def test_demo_pairs_are_well_formed():
     a, b, gold = demo_pairs()
     assert len(a) == len(b) == len(gold) >= 30
