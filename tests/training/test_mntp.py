@@ -135,3 +135,21 @@ def test_new_mask_token_resizes_embeddings(tiny_model_dir, text_corpus, tmp_path
     # the adapter stays LoRA-only, so it still applies to the original base model (as the later stages need)
     bare, base_tok = load_backbone(tiny_model_dir, adapters=[result.adapter])
     assert bare.get_input_embeddings().weight.shape[0] == build_model(len(base_tok)).config.vocab_size
+
+
+def test_bf16_base_trains_fp32_adapters(tiny_model_dir, text_corpus, tmp_path):
+    """The GPU setting (bf16 weights) on CPU: finite losses, and LoRA weights kept and saved in fp32."""
+    import math
+
+    from safetensors.torch import load_file
+
+    from decoder2vec.training.config import SimCSEConfig
+    from decoder2vec.training.recipes.simcse import run_simcse
+
+    common = {"model": str(tiny_model_dir), "data": str(text_corpus), "max_steps": 2, "dtype": "bfloat16"}
+    mntp = run_mntp(MNTPConfig(**common, batch_size=2, max_seq_length=16, eval_every=0, merge=False), tmp_path / "m")
+    simcse = run_simcse(SimCSEConfig(**common, batch_size=4, max_seq_length=16, merge=False), tmp_path / "s")
+    assert math.isfinite(mntp.metrics["loss"]) and math.isfinite(simcse.metrics["loss"])
+    for result in (mntp, simcse):
+        weights = load_file(str(result.adapter / "adapter_model.safetensors"))
+        assert weights and all(w.dtype == torch.float32 for w in weights.values())
