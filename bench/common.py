@@ -23,6 +23,15 @@ def spaced_indices(n: int, limit: int | None) -> list[int]:
     return [round(i * (n - 1) / (limit - 1)) for i in range(limit)] if limit > 1 else [0]
 
 
+def sts_spearman(encoder, data, indices: list[int]) -> float:
+    """Spearman x100 of cosine similarity vs gold on the pairs ``indices`` of an STS data set."""
+    from decoder2vec.evaluation.metrics import sts_scores
+
+    a = encoder.encode([data.sentences1[i] for i in indices], batch_size=64)
+    b = encoder.encode([data.sentences2[i] for i in indices], batch_size=64)
+    return sts_scores(a, b, [data.scores[i] for i in indices])["cosine_spearman"]
+
+
 def sts_sentences(limit: int | None = None) -> list[str]:
     """Unique sentences of STS-B test (needs ../shared/data)."""
     from decoder2vec.evaluation.loaders import load_stsb

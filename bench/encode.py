@@ -26,7 +26,13 @@ def naive_encode(model, tokenizer, texts: list[str], batch_size: int, max_length
     out = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            batch = tokenizer(texts[start : start + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            batch = tokenizer(
+                texts[start : start + batch_size],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            )
             hidden = model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).float()
             out.append((hidden * mask).sum(1) / mask.sum(1))
@@ -52,7 +58,10 @@ def main() -> None:
 
     encoder = Encoder.from_pretrained("smollm2-135m")
     tokenizer = encoder.tokenizer
-    datasets = {"STS-B sentences": sts_sentences(args.sentences), "mixed documents": mixed_documents(args.documents)}
+    datasets = {
+        "STS-B sentences": sts_sentences(args.sentences),
+        "mixed documents": mixed_documents(args.documents),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         encoder.save(Path(tmp) / "enc")
         st = SentenceTransformer(str(Path(tmp) / "enc"), device="cpu")
@@ -60,16 +69,27 @@ def main() -> None:
     ceiling_before = matmul_ceiling_gflops()
     rows, results, flops_by_data = [], {}, {}
     for name, texts in datasets.items():
-        lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=True, truncation=True, max_length=encoder.max_length)["input_ids"]]
+        lengths = [
+            len(ids)
+            for ids in tokenizer(
+                texts, add_special_tokens=True, truncation=True, max_length=encoder.max_length
+            )["input_ids"]
+        ]
         flops = forward_flops(encoder.model.config, lengths)
         tokens = sum(lengths)
         encoder.encode(texts[:8])  # warm-up
         systems = {
             "decoder2vec": lambda texts=texts: encoder.encode(texts, batch_size=args.batch_size),
             "sentence-transformers": lambda texts=texts: st.encode(texts, batch_size=args.batch_size),
-            "naive loop": lambda texts=texts: naive_encode(encoder.model, tokenizer, texts, args.batch_size, encoder.max_length),
+            "naive loop": lambda texts=texts: naive_encode(
+                encoder.model, tokenizer, texts, args.batch_size, encoder.max_length
+            ),
         }
-        results[name] = {"texts": len(texts), "tokens": tokens, "seconds": {s: timed(fn)[0] for s, fn in systems.items()}}
+        results[name] = {
+            "texts": len(texts),
+            "tokens": tokens,
+            "seconds": {s: timed(fn)[0] for s, fn in systems.items()},
+        }
         flops_by_data[name] = flops
     # The ceiling is taken before and after, and the higher one used: a conservative fraction.
     ceiling = max(ceiling_before, matmul_ceiling_gflops())
@@ -81,7 +101,9 @@ def main() -> None:
             rows.append((name, system, result["tokens"] / secs, secs / seconds["decoder2vec"], fraction))
             result[f"{system} fraction_of_ceiling"] = fraction
 
-    print(f"fp32 matmul ceiling (2048x2048, best of 5, before/after: max): {ceiling:.1f} GFLOP/s, torch threads: {torch.get_num_threads()}")
+    print(
+        f"fp32 matmul ceiling (2048x2048, best of 5, before/after: max): {ceiling:.1f} GFLOP/s, torch threads: {torch.get_num_threads()}"
+    )
     print(f"{'data':<18} {'system':<22} {'tokens/s':>10} {'decoder2vec speed-up':>21} {'of ceiling':>11}")
     for name, system, tps, speedup, fraction in rows:
         print(f"{name:<18} {system:<22} {tps:>10.0f} {speedup:>20.2f}x {fraction:>10.0%}")

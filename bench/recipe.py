@@ -18,10 +18,9 @@ import time
 from pathlib import Path
 
 import torch
-from common import spaced_indices
+from common import spaced_indices, sts_spearman
 
 from decoder2vec.evaluation.loaders import load_sick, load_stsb
-from decoder2vec.evaluation.metrics import sts_scores
 
 ROOT = Path(__file__).resolve().parent
 VARIANTS = ["causal", "bidirectional", "Bi+MNTP", "Bi+MNTP+SimCSE"]
@@ -39,10 +38,7 @@ BUDGETS = {
 
 def score(encoder, data, max_pairs: int | None) -> float:
     """Spearman x100 of cosine similarity vs gold, on ``max_pairs`` evenly spaced pairs (all by default)."""
-    idx = spaced_indices(len(data.scores), max_pairs)
-    ea = encoder.encode([data.sentences1[i] for i in idx], batch_size=64)
-    eb = encoder.encode([data.sentences2[i] for i in idx], batch_size=64)
-    return sts_scores(ea, eb, [data.scores[i] for i in idx])["cosine_spearman"]
+    return sts_spearman(encoder, data, spaced_indices(len(data.scores), max_pairs))
 
 
 def main() -> None:

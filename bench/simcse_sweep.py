@@ -16,16 +16,16 @@ import json
 import multiprocessing as mp
 from pathlib import Path
 
-from common import RESULTS, SHARED, spaced_indices
+from common import RESULTS, SHARED, spaced_indices, sts_spearman
 
 
-def pick(data, pairs: int, subset: str):
-    idx = (
+def pick(data, pairs: int, subset: str) -> list[int]:
+    """Indices of the pairs to score: the first ``pairs`` or ``pairs`` evenly spaced ones."""
+    return (
         list(range(min(pairs, len(data.scores))))
         if subset == "first"
         else spaced_indices(len(data.scores), pairs)
     )
-    return [data.sentences1[i] for i in idx], [data.sentences2[i] for i in idx], [data.scores[i] for i in idx]
 
 
 def worker(lr: float, args: argparse.Namespace) -> list[dict]:
@@ -34,16 +34,14 @@ def worker(lr: float, args: argparse.Namespace) -> list[dict]:
     torch.set_num_threads(1)
     from decoder2vec import Encoder
     from decoder2vec.evaluation.loaders import load_sick, load_stsb
-    from decoder2vec.evaluation.metrics import sts_scores
     from decoder2vec.training.config import SimCSEConfig
     from decoder2vec.training.recipes import simcse
 
-    sets = {
-        "STS-B": pick(load_stsb(args.data_dir / "stsbenchmark" / "sts-test.csv"), args.pairs, args.subset),
-        "SICK-R": pick(
-            load_sick(args.data_dir / "sick2014" / "SICK_test_annotated.txt"), args.pairs, args.subset
-        ),
+    data = {
+        "STS-B": load_stsb(args.data_dir / "stsbenchmark" / "sts-test.csv"),
+        "SICK-R": load_sick(args.data_dir / "sick2014" / "SICK_test_annotated.txt"),
     }
+    sets = {name: (d, pick(d, args.pairs, args.subset)) for name, d in data.items()}
     built = {}
     build = simcse.build_embedder
 
@@ -62,10 +60,8 @@ def worker(lr: float, args: argparse.Namespace) -> list[dict]:
         encoder = Encoder(peft_model, tokenizer, pooling="mean", max_length=128)
         row = {"lr": lr, "step": step}
         with torch.no_grad():
-            for name, (a, b, gold) in sets.items():
-                row[name] = sts_scores(
-                    encoder.encode(a, batch_size=64), encoder.encode(b, batch_size=64), gold
-                )["cosine_spearman"]
+            for name, (d, indices) in sets.items():
+                row[name] = sts_spearman(encoder, d, indices)
         peft_model.train()
         print(json.dumps(row), flush=True)
         rows.append(row)
