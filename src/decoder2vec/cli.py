@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -12,36 +10,15 @@ from typing import Annotated
 import typer
 
 from decoder2vec.backbone.default_model import DEFAULT_MODEL
-from decoder2vec.errors import Decoder2VecError
+from decoder2vec.cli_common import quiet_transformers, reports_errors
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Turn decoder-only LLMs into text encoders (LLM2Vec).")
 
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model folder, .gguf file, hub id, or the alias 'smollm2-135m'.")]
 
 
-def reports_errors(command):
-    """Turn expected failures into `error: ...` on stderr and exit code 1 (DECODER2VEC_DEBUG=1 re-raises)."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except (Decoder2VecError, ValueError, TypeError, OSError, KeyError) as exc:
-            if os.environ.get("DECODER2VEC_DEBUG"):
-                raise
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            typer.echo(f"error: {message}", err=True)
-            raise typer.Exit(code=1) from None
-
-    return wrapper
-
-
 def _quiet_transformers() -> None:
-    """Our own progress bars and messages are enough; transformers' per-load bars are noise here."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    quiet_transformers()
 
 
 def _load(model: str, pooling: str | None = None, causal: bool = False, max_length: int | None = None):
@@ -207,6 +184,22 @@ def _register_optional_commands() -> None:
                 raise
             continue
         module.register(app)
+    # Newer sub-commands: a module exposes a command function or a Typer sub-app.
+    for module_name, attr, name, kind in (
+        ("decoder2vec.serving.cli", "serve", "serve", "command"),
+        ("decoder2vec.corpus.cli", "embed_corpus", "embed-corpus", "command"),
+        ("decoder2vec.export.cli", "app", "export", "group"),
+    ):
+        try:
+            module = __import__(module_name, fromlist=[attr])
+        except ModuleNotFoundError as exc:
+            if exc.name not in (module_name, module_name.rsplit(".", 1)[0]):
+                raise
+            continue
+        if kind == "command":
+            app.command(name)(getattr(module, attr))
+        else:
+            app.add_typer(getattr(module, attr), name=name)
 
 
 _register_optional_commands()

@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
     """Add the ``eval`` command and the ``analyze`` group to ``app``."""
     # imported here: decoder2vec.cli calls register() at the end of its own import
     from decoder2vec.backbone.default_model import DEFAULT_MODEL
-    from decoder2vec.cli import ModelOption, reports_errors
+    from decoder2vec.cli_common import ModelOption, reports_errors
 
     @app.command("eval")
     @reports_errors

@@ -57,7 +57,7 @@ def _report(text: str) -> None:
 def _friendly(fn):
     """Log training progress at INFO, and report expected failures like the main CLI (one ``error:``
     line, exit code 1; ``DECODER2VEC_DEBUG=1`` re-raises)."""
-    from decoder2vec.cli import reports_errors  # imported late: decoder2vec.cli registers this module
+    from decoder2vec.cli_common import reports_errors
 
     @functools.wraps(fn)
     def with_logging(*args, **kwargs):

@@ -1,0 +1,151 @@
+"""Atomic file and folder writes, JSON output and a JSONL reader with line numbers.
+
+Every module that writes results (backbone cache, encoder saving, training, evaluation, analysis,
+serving, corpus embedding, export) goes through here, so "never half written" is one rule in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from decoder2vec.errors import InputError
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; put it straight back.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_temp_dir(parent: Path, prefix: str) -> Path:
+    """A fresh directory in ``parent`` with the mode a plain ``mkdir`` would give (mkdtemp makes 0700)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
+def write_file_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write a file through a temporary sibling and ``os.replace``, so it is never half written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600); outputs are ordinary files
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def json_safe(value: Any) -> Any:
+    """Replace NaN/inf floats by ``None`` (JSON has no NaN), recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> None:
+    """Write ``payload`` as indented JSON, atomically; non-finite floats become ``null``."""
+    write_file_atomic(Path(path), json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n")
+
+
+def publish_folder(target: Path, build: Callable[[Path], None]) -> Path:
+    """Build a folder in a temporary sibling, then rename it into place (first writer wins).
+
+    Readers never see a half-written folder, and when two processes race on a first use the
+    loser simply discards its copy: ``os.rename`` of a directory onto an existing non-empty one fails.
+    """
+    target = Path(target)
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = make_temp_dir(target.parent, f".{target.name}.tmp-")
+    try:
+        build(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not target.is_dir():  # a genuine failure, not a lost race
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def replace_entries(target: Path, build: Callable[[Path], None], *, owned: Callable[[str], bool] | None = None) -> Path:
+    """Build a folder's entries in a temporary sibling, then move each into ``target``.
+
+    Only the entries the build wrote are replaced (each with an atomic rename); anything else in
+    ``target`` — a user's README, a reports/ folder — is left alone. Entries named by ``owned`` that
+    the new build did not write (stale files of a previous run) are removed.
+    """
+    target = Path(target).expanduser()
+    target.mkdir(parents=True, exist_ok=True)
+    tmp = make_temp_dir(target.parent, f".{target.name}.tmp-")
+    trash = None
+    try:
+        build(tmp)
+        written = {p.name for p in tmp.iterdir()}
+        stale = [p for p in target.iterdir() if p.name not in written and owned is not None and owned(p.name)]
+        for entry in sorted(written):
+            src, dst = tmp / entry, target / entry
+            if dst.is_dir() and not dst.is_symlink():
+                trash = trash or make_temp_dir(target.parent, f".{target.name}.old-")
+                os.replace(dst, trash / entry)  # a directory cannot be renamed onto a non-empty one
+            os.replace(src, dst)
+        for path in stale:
+            trash = trash or make_temp_dir(target.parent, f".{target.name}.old-")
+            os.replace(path, trash / path.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+    return target
+
+
+def read_text_lines(path: str | Path) -> list[str]:
+    """A UTF-8 file's lines; undecodable bytes are an :class:`InputError` naming file and line."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InputError(f"{path}:{line}: not valid UTF-8 ({exc.reason} at byte {exc.start}); re-save the file as UTF-8") from None
+
+
+def check_unicode(text: str, where: str) -> str:
+    """Reject lone surrogates (from JSON ``\\ud800`` escapes), which no tokenizer can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"{where}: broken Unicode (lone surrogate {text[exc.start]!r} at character {exc.start})") from None
+    return text
+
+
+def iter_jsonl(path: str | Path, lines: list[str] | None = None) -> Iterator[tuple[int, Any]]:
+    """``(line_number, record)`` for each non-blank line of a JSONL file; bad JSON names file and line."""
+    name = str(path)
+    if lines is None:
+        lines = read_text_lines(path)
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{name}:{number}: not valid JSON ({exc.msg})") from None
