@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from decoder2vec.backbone.default_model import DEFAULT_MODEL
+from decoder2vec.backbone.default_model import DEFAULT_ENCODER, DEFAULT_MODEL
 from decoder2vec.cli_common import quiet_transformers, reports_errors
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Turn decoder-only LLMs into text encoders (LLM2Vec).")
@@ -29,35 +29,86 @@ def _load(model: str, pooling: str | None = None, causal: bool = False, max_leng
     return Encoder.from_pretrained(model, pooling=pooling, bidirectional=False if causal else None, max_length=max_length)
 
 
-def read_texts(source: str, field: str = "text") -> list[str]:
-    """Texts from a file or ``-`` (stdin): one per line, or JSONL objects with a ``field`` key."""
+TEXT_FORMATS = ("auto", "text", "jsonl")
+
+
+def read_texts(source: str, field: str = "text", fmt: str = "auto") -> list[str]:
+    """Texts from a file or ``-`` (stdin): one per line (``text``), or JSONL objects with a ``field`` key.
+
+    ``auto`` reads ``.jsonl`` files as JSONL and other files as plain text; stdin is JSONL when its
+    first non-blank line is a JSON object.
+    """
+    from decoder2vec.errors import InputError
+    from decoder2vec.io import check_unicode, iter_jsonl, read_text_lines
+
+    if fmt not in TEXT_FORMATS:
+        raise InputError(f"--format must be one of {', '.join(TEXT_FORMATS)}, got {fmt!r}")
     if source == "-":
-        lines, name = sys.stdin.read().splitlines(), "<stdin>"
+        name = "<stdin>"
+        data = sys.stdin.buffer.read()
+        try:
+            lines = data.decode("utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            line = data[: exc.start].count(b"\n") + 1
+            raise InputError(f"{name}:{line}: not valid UTF-8 ({exc.reason}); send UTF-8 text") from None
     else:
         path = Path(source)
         if not path.is_file():
-            raise FileNotFoundError(f"input file not found: {path}")
-        lines, name = path.read_text(encoding="utf-8").splitlines(), str(path)
-    is_jsonl = name.endswith(".jsonl") or next((ln.lstrip().startswith("{") for ln in lines if ln.strip()), False)
+            raise InputError(f"input file not found: {path}")
+        lines, name = read_text_lines(path), str(path)
+    if fmt == "auto":
+        # Files: by extension. Stdin has none: JSONL when its first non-blank line is a JSON object.
+        is_jsonl = name.endswith(".jsonl") or (name == "<stdin>" and _looks_like_json_object(lines))
+    else:
+        is_jsonl = fmt == "jsonl"
     texts = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue  # blank lines separate nothing; skipping them keeps line files forgiving
-        if not is_jsonl:
-            texts.append(line)
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{name}:{number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(record, dict) or field not in record:
-            raise ValueError(f"{name}:{number}: no '{field}' field")
-        if not isinstance(record[field], str):
-            raise ValueError(f"{name}:{number}: field '{field}' is not a string")
-        texts.append(record[field])
+    if not is_jsonl:
+        for number, line in enumerate(lines, start=1):
+            if line.strip():  # blank lines separate nothing; skipping them keeps line files forgiving
+                texts.append(check_unicode(line, f"{name}:{number}"))
+    else:
+        for number, record in iter_jsonl(name, lines):
+            if not isinstance(record, dict) or field not in record:
+                raise InputError(f"{name}:{number}: no '{field}' field")
+            if not isinstance(record[field], str):
+                raise InputError(f"{name}:{number}: field '{field}' is not a string")
+            texts.append(check_unicode(record[field], f"{name}:{number}"))
     if not texts:
-        raise ValueError(f"{name} holds no texts")
+        raise InputError(f"{name} holds no texts")
     return texts
+
+
+def _looks_like_json_object(lines: list[str]) -> bool:
+    first = next((line for line in lines if line.strip()), "")
+    try:
+        return isinstance(json.loads(first), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+def check_output(path: Path) -> None:
+    """Fail before any work when the output cannot be written."""
+    from decoder2vec.errors import InputError
+
+    if path.suffix not in (".npy", ".jsonl"):
+        raise InputError(f"output {path} must end in .npy or .jsonl")
+    if path.is_dir():
+        raise InputError(f"output {path} is a folder; give a file name ending in .npy or .jsonl")
+    if not path.parent.exists():
+        raise InputError(f"the folder of output {path} does not exist")
+
+
+def check_encode_options(pooling: str | None, batch_size: int, max_length: int | None) -> None:
+    """Settings that need no model, checked before one is loaded."""
+    from decoder2vec.encoding.pooling import POOLING_MODES
+    from decoder2vec.errors import ConfigError
+
+    if pooling is not None and pooling not in POOLING_MODES:
+        raise ConfigError(f"--pooling {pooling!r} is not one of {', '.join(POOLING_MODES)}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be positive, got {batch_size}")
+    if max_length is not None and max_length < 2:
+        raise ConfigError(f"--max-length must be at least 2, got {max_length}")
 
 
 def write_embeddings(path: Path, embeddings, texts: list[str]) -> None:
@@ -66,7 +117,8 @@ def write_embeddings(path: Path, embeddings, texts: list[str]) -> None:
 
     import numpy as np
 
-    from decoder2vec.backbone.cache import write_file_atomic
+    from decoder2vec.errors import InputError
+    from decoder2vec.io import write_file_atomic
 
     if path.suffix == ".npy":
         buffer = io.BytesIO()
@@ -76,7 +128,7 @@ def write_embeddings(path: Path, embeddings, texts: list[str]) -> None:
         lines = (json.dumps({"text": t, "embedding": [round(float(x), 7) for x in row]}) for t, row in zip(texts, embeddings))
         write_file_atomic(path, "".join(line + "\n" for line in lines))
     else:
-        raise ValueError(f"output {path} must end in .npy or .jsonl")
+        raise InputError(f"output {path} must end in .npy or .jsonl")
 
 
 @app.command()
@@ -84,7 +136,7 @@ def write_embeddings(path: Path, embeddings, texts: list[str]) -> None:
 def encode(
     source: Annotated[str, typer.Argument(help="Text file (one per line), JSONL file, or - for stdin.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .npy or .jsonl file.")],
-    model: ModelOption = DEFAULT_MODEL,
+    model: ModelOption = DEFAULT_ENCODER,
     field: Annotated[str, typer.Option(help="Text field of JSONL records.")] = "text",
     instruction: Annotated[str | None, typer.Option(help="Instruction attended to but not pooled.")] = None,
     pooling: Annotated[str | None, typer.Option(help="mean, weighted_mean, last_token or bos.")] = None,
@@ -92,11 +144,15 @@ def encode(
     batch_size: int = 32,
     max_length: Annotated[int | None, typer.Option(help="Token limit per text (default: the model's setting).")] = None,
     normalize: Annotated[bool, typer.Option(help="L2-normalise the embeddings.")] = False,
+    fmt: Annotated[
+        str,
+        typer.Option("--format", help="Input format: text (one per line), jsonl, or auto (.jsonl files are JSONL)."),
+    ] = "auto",
 ) -> None:
     """Embed texts from a file or stdin and write them as .npy or .jsonl."""
-    texts = read_texts(source, field)
-    if out.suffix not in (".npy", ".jsonl"):
-        raise ValueError(f"output {out} must end in .npy or .jsonl")
+    check_output(out)
+    check_encode_options(pooling, batch_size, max_length)
+    texts = read_texts(source, field, fmt)
     encoder = _load(model, pooling, causal, max_length)
     embeddings = encoder.encode(texts, instruction=instruction, batch_size=batch_size, normalize=normalize, show_progress_bar=True)
     write_embeddings(out, embeddings, texts)
@@ -108,11 +164,12 @@ def encode(
 def similarity(
     a: Annotated[str, typer.Argument(help="First text.")],
     b: Annotated[str, typer.Argument(help="Second text.")],
-    model: ModelOption = DEFAULT_MODEL,
+    model: ModelOption = DEFAULT_ENCODER,
     pooling: Annotated[str | None, typer.Option(help="mean, weighted_mean, last_token or bos.")] = None,
     causal: Annotated[bool, typer.Option("--causal")] = False,
 ) -> None:
     """Print the cosine similarity of two texts."""
+    check_encode_options(pooling, 1, None)
     encoder = _load(model, pooling, causal)
     embeddings = encoder.encode([a, b], normalize=True)
     typer.echo(f"{float(embeddings[0] @ embeddings[1]):.4f}")

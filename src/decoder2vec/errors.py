@@ -27,5 +27,5 @@ class ConfigError(Decoder2VecError, ValueError):
     """A setting with a wrong type or value; the message names the key (and file)."""
 
 
-class OutputExistsError(Decoder2VecError, FileExistsError):
+class OutputExistsError(Decoder2VecError, ValueError):
     """An output path holds something decoder2vec did not write, or was written with other settings."""

@@ -86,6 +86,29 @@ def publish_folder(target: Path, build: Callable[[Path], None]) -> Path:
     return target
 
 
+def replace_folder(target: Path, build: Callable[[Path], None]) -> Path:
+    """Build a folder beside ``target`` and swap it in whole (newest wins).
+
+    Only for folders that belong to decoder2vec entirely (a run's ``adapter/`` or ``merged/``): the
+    previous folder is moved aside and deleted. For user-chosen outputs use :func:`replace_entries`.
+    """
+    target = Path(target).expanduser()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = make_temp_dir(target.parent, f".{target.name}.tmp-")
+    old = None
+    try:
+        build(tmp)
+        if target.exists():
+            old = make_temp_dir(target.parent, f".{target.name}.old-")
+            os.replace(target, old / "previous")
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
 def replace_entries(target: Path, build: Callable[[Path], None], *, owned: Callable[[str], bool] | None = None) -> Path:
     """Build a folder's entries in a temporary sibling, then move each into ``target``.
 

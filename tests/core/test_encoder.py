@@ -133,7 +133,7 @@ def test_save_load_round_trip_is_exact(tiny_llama, tmp_path):
     assert (loaded.pooling, loaded.max_length, loaded.bidirectional) == ("weighted_mean", 64, True)
     np.testing.assert_array_equal(loaded.encode(SENTENCES), enc.encode(SENTENCES))
     # Saving over an existing folder replaces it whole.
-    Encoder.from_pretrained(tiny_llama, pooling="bos").save(tmp_path / "enc")
+    Encoder.from_pretrained(tiny_llama, pooling="bos").save(tmp_path / "enc", overwrite=True)
     assert json.loads((tmp_path / "enc" / "decoder2vec_config.json").read_text())["pooling"] == "bos"
     assert [p.name for p in tmp_path.iterdir()] == ["enc"]  # no temporary folders left behind
 

@@ -22,7 +22,7 @@ from decoder2vec.analysis.plotting import attention_mode, new_figure, save_figur
 from decoder2vec.encoding.pooling import pool
 from decoder2vec.encoding.tokenization import special_token_frame
 from decoder2vec.evaluation.errors import DataFormatError
-from decoder2vec.evaluation.runner import write_json_atomic
+from decoder2vec.io import write_json_atomic
 
 RESOURCE = "future_token_tuples.jsonl"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from decoder2vec.backbone.bidirectional import is_bidirectional, set_bidirectional
-from decoder2vec.backbone.cache import write_file_atomic
+from decoder2vec.io import write_file_atomic
 
 
 def new_figure(rows: int = 1, cols: int = 1, **kwargs: Any) -> tuple[Any, Any]:

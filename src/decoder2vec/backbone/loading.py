@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+import socket
 import warnings
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
 from decoder2vec.backbone.adapters import merge_adapters
 from decoder2vec.backbone.bidirectional import AttentionCheck, set_bidirectional, verify_attention
-from decoder2vec.backbone.default_model import DEFAULT_MODEL, default_model_folder
+from decoder2vec.backbone.default_model import ALIASES, DEFAULT_MODEL, default_model_folder
 from decoder2vec.backbone.gguf_import import cached_gguf_folder, import_gguf
-from decoder2vec.errors import ModelLoadError
+from decoder2vec.errors import ConfigError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,36 @@ def resolve_model_path(name_or_path: str | Path) -> str:
         raise ModelLoadError(f"{path} is a file, but not a GGUF file; pass a model folder, a .gguf file or a hub id")
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelLoadError(f"no such model folder or file: {path}")
-    return name  # a hub id; transformers will fetch it when online
+    if not _hub_reachable(name):
+        raise ModelLoadError(
+            f"{name!r} is neither a local folder, a .gguf file nor an alias ({', '.join(ALIASES)}); "
+            "as a hub id it is not in the local Hugging Face cache, and the hub cannot be reached"
+        )
+    return name  # a hub id; transformers will fetch it (or read it from the local hub cache)
+
+
+def _hub_reachable(repo_id: str) -> bool:
+    """True when ``repo_id`` is in the local hub cache or the hub answers; a quick check, so a
+    mistyped name fails in milliseconds instead of after transformers' offline retries."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+        return True
+    if constants.HF_HUB_OFFLINE:
+        return False
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError:
+        return False
+    return True
+
+
+def _cache_hint(path: str) -> str:
+    from decoder2vec.backbone.cache import cache_home
+
+    inside = Path(path).resolve().is_relative_to(cache_home().resolve())
+    return f"; this is decoder2vec's cache: delete {path} and it is rebuilt on the next use" if inside else ""
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
@@ -60,7 +91,7 @@ def _as_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dt
     if isinstance(dtype, str):
         value = getattr(torch, dtype.removeprefix("torch."), None)
         if not isinstance(value, torch.dtype):
-            raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+            raise ConfigError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
         return value
     return dtype
 
@@ -121,9 +152,9 @@ def load_backbone(
         kwargs["attn_implementation"] = attn_implementation
     model_class = AutoModelForCausalLM if with_lm_head else AutoModel
     try:
-        model = model_class.from_pretrained(path, **kwargs)
+        model = _quiet_load(model_class, path, kwargs)
     except Exception as exc:
-        raise ModelLoadError(f"could not load model weights from {path}: {exc}") from exc
+        raise ModelLoadError(f"could not load model weights from {path}: {exc}{_cache_hint(path)}") from exc
     model.to(torch_device).eval()
     tokenizer = load_tokenizer(path)
     if adapters:
@@ -131,6 +162,32 @@ def load_backbone(
     if verify:
         verify_attention(model, bidirectional, set(tokenizer.all_special_ids))
     return model, tokenizer
+
+
+def _quiet_load(model_class, path: str, kwargs: dict):
+    """``from_pretrained`` without transformers' LOAD REPORT table (which lists the LM head as
+    "unexpected" whenever the bare model is loaded from a causal-LM checkpoint, i.e. always here);
+    weights that are really missing get one line instead."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = model_class.from_pretrained(path, output_loading_info=True, **kwargs)
+    finally:
+        hf_logging.set_verbosity(level)
+    missing = sorted(_info_keys(info, "missing_keys"))
+    if missing:
+        warnings.warn(
+            f"{path}: {len(missing)} weight(s) missing from the checkpoint were initialised randomly "
+            f"(e.g. {', '.join(missing[:3])})",
+            stacklevel=3,
+        )
+    return model
+
+
+def _info_keys(info, name: str):
+    return info.get(name, ()) if isinstance(info, dict) else getattr(info, name, ())
 
 
 def check_attention(model, tokenizer) -> AttentionCheck:

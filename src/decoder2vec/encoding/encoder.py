@@ -13,17 +13,19 @@ import torch
 from tqdm.auto import tqdm
 
 from decoder2vec.backbone.bidirectional import backbone_of, is_bidirectional, set_bidirectional
-from decoder2vec.backbone.cache import replace_folder
 from decoder2vec.backbone.loading import load_backbone, resolve_model_path
 from decoder2vec.encoding.pooling import check_pooling_mode, pool
 from decoder2vec.encoding.tokenization import SequenceBuilder, TokenizedBatch, expand_instruction
+from decoder2vec.errors import InputError, OutputExistsError
 from decoder2vec.export.sentence_transformers import write_sentence_transformers_files
+from decoder2vec.io import check_unicode, replace_entries
 
 ENCODER_CONFIG = "decoder2vec_config.json"
 # On CPU, activations of a few thousand tokens stay in cache during the memory-bound element-wise
 # ops (norms, RoPE, SiLU), which take ~40% of a forward; bigger batches only add cache misses.
 CPU_BATCH_TOKENS = 1024
 DEFAULTS = {"pooling": "mean", "max_length": 512, "append_eos": False, "bidirectional": True}
+_FROM_DEFAULTS = {"max_length": None}  # None: DEFAULTS, capped at the model's context
 
 
 def check_texts(texts: list) -> None:
@@ -33,6 +35,28 @@ def check_texts(texts: list) -> None:
             raise TypeError(f"texts[{i}] is {type(text).__name__}, not str")
         if not text.strip():
             raise ValueError(f"texts[{i}] is empty or whitespace-only; there is nothing to embed")
+        check_unicode(text, f"texts[{i}]")
+
+
+def as_text_list(texts) -> tuple[list, bool]:
+    """``(items, single)``. Unordered or keyed collections are refused: a set has no row order, and a
+    dict would silently embed its keys."""
+    if isinstance(texts, str):
+        return [texts], True
+    if isinstance(texts, dict | set | frozenset) or not isinstance(texts, Iterable):
+        raise TypeError(
+            f"texts must be a string or an ordered sequence of strings (list, tuple, generator), "
+            f"not {type(texts).__name__}"
+        )
+    return list(texts), False
+
+
+def check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be a positive integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return int(value)
 
 
 def plan_batches(sorted_lengths: np.ndarray, batch_size: int, max_tokens: int | None) -> list[tuple[int, int]]:
@@ -63,18 +87,55 @@ class Encoder:
         tokenizer,
         *,
         pooling: str = "mean",
-        max_length: int = 512,
+        max_length: int | None = None,
         append_eos: bool = False,
         max_batch_tokens: int | None = None,
     ) -> None:
         self.model = backbone_of(model)
         self.tokenizer = tokenizer
-        self.pooling = check_pooling_mode(pooling)
-        self.max_length = max_length
-        self.append_eos = append_eos
+        self.pooling = pooling
         # Padded tokens per forward; None = automatic (CPU_BATCH_TOKENS on CPU, no cap on GPUs).
         self.max_batch_tokens = max_batch_tokens
-        self._builder = SequenceBuilder(tokenizer, max_length, append_eos)
+        if max_length is None:  # the default, capped by what the model can attend to
+            context = getattr(self.model.config, "max_position_embeddings", None) or DEFAULTS["max_length"]
+            max_length = min(DEFAULTS["max_length"], context)
+        self._max_length, self._append_eos = max_length, append_eos
+        self._rebuild(max_length, append_eos)
+
+    # Settings are properties: changing one takes effect at once (the tokenizer plan is rebuilt) and is
+    # exactly what save() writes, so a reloaded encoder embeds the same way.
+    def _rebuild(self, max_length: int, append_eos: bool) -> None:
+        max_length = check_positive_int("max_length", max_length)
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        if context is not None and max_length > context:
+            raise ValueError(f"max_length={max_length} exceeds the model's context of {context} tokens")
+        self._builder = SequenceBuilder(self.tokenizer, max_length, bool(append_eos))
+        self._max_length, self._append_eos = max_length, bool(append_eos)
+
+    @property
+    def pooling(self) -> str:
+        return self._pooling
+
+    @pooling.setter
+    def pooling(self, mode: str) -> None:
+        self._pooling = check_pooling_mode(mode)
+
+    @property
+    def max_length(self) -> int:
+        """Token limit per text (instruction and special tokens included); longer texts are truncated."""
+        return self._max_length
+
+    @max_length.setter
+    def max_length(self, value: int) -> None:
+        self._rebuild(value, self._append_eos)
+
+    @property
+    def append_eos(self) -> bool:
+        return self._append_eos
+
+    @append_eos.setter
+    def append_eos(self, value: bool) -> None:
+        self._rebuild(self._max_length, value)
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -100,7 +161,7 @@ class Encoder:
         saved = _read_encoder_config(path)
 
         def pick(key: str, value):
-            return value if value is not None else saved.get(key, DEFAULTS[key])
+            return value if value is not None else saved.get(key, _FROM_DEFAULTS.get(key, DEFAULTS.get(key)))
 
         model, tokenizer = load_backbone(
             path,
@@ -174,10 +235,8 @@ class Encoder:
         """
         if convert_to not in ("numpy", "torch"):
             raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        single = isinstance(texts, str)
-        items = [texts] if single else list(texts)
+        check_positive_int("batch_size", batch_size)
+        items, single = as_text_list(texts)
         check_texts(items)
         embeddings = torch.zeros(len(items), self.embedding_dim, dtype=torch.float32)
         if items:
@@ -229,13 +288,27 @@ class Encoder:
         return a @ b.T
 
     # ---------------------------------------------------------------- saving
-    def save(self, path: str | Path) -> Path:
-        """Write HF weights, tokenizer, our settings and the sentence-transformers files, atomically.
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write HF weights, tokenizer, our settings and the sentence-transformers files.
 
-        The folder is built beside ``path`` and renamed into place; an existing folder is replaced
-        only once the new one is complete.
+        Files are written beside ``path`` and then renamed into it one by one, so a reader never sees
+        a half-written file. A folder holding anything but a saved encoder is refused; a previous
+        encoder is replaced only with ``overwrite=True``, and then only the files this method writes
+        (a README or reports/ folder the user added stays).
         """
-        return replace_folder(Path(path), self._write)
+        target = Path(path).expanduser()
+        if target.exists() and not target.is_dir():
+            raise OutputExistsError(f"{target} exists and is not a folder")
+        if target.is_dir() and any(target.iterdir()):
+            if not (target / ENCODER_CONFIG).is_file():
+                raise OutputExistsError(
+                    f"{target} is not empty and holds no saved encoder; save into a new or empty folder"
+                )
+            if not overwrite:
+                raise OutputExistsError(
+                    f"{target} already holds a saved encoder; pass overwrite=True to replace it"
+                )
+        return replace_entries(target, self._write, owned=_written_by_save)
 
     def _write(self, folder: Path) -> None:
         bidirectional = self.bidirectional
@@ -253,6 +326,11 @@ class Encoder:
         write_sentence_transformers_files(folder, pooling=self.pooling, max_length=self.max_length, embedding_dim=self.embedding_dim)
 
 
+def _written_by_save(name: str) -> bool:
+    """Files a previous ``save()`` may have left that a new one might not rewrite (e.g. weight shards)."""
+    return name.startswith("model") and name.endswith((".safetensors", ".safetensors.index.json"))
+
+
 def _read_encoder_config(path: str) -> dict:
     file = Path(path) / ENCODER_CONFIG
     if not file.is_file():
@@ -260,4 +338,4 @@ def _read_encoder_config(path: str) -> dict:
     try:
         return json.loads(file.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{file} is not valid JSON: {exc}") from exc
+        raise InputError(f"{file} is not valid JSON ({exc}); delete the folder and save or convert it again") from exc

@@ -154,7 +154,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Linear probe on frozen word representations (accuracy / micro-F1)."""
         from decoder2vec import Encoder
-        from decoder2vec.evaluation.runner import write_json_atomic
+        from decoder2vec.io import write_json_atomic
         from decoder2vec.probing import load_tagged, run_probe
 
         enc = Encoder.from_pretrained(model, bidirectional=False if causal else None)

@@ -8,7 +8,7 @@ attention (and the chosen pooling) buys over the causal model and over Echo embe
 from __future__ import annotations
 
 import datetime as _dt
-import json
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -17,13 +17,13 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from decoder2vec.backbone.cache import write_file_atomic
 from decoder2vec.evaluation.encoders import EchoEncoder, SentenceTransformerEncoder, TextEncoder
 from decoder2vec.evaluation.errors import DataFormatError
 from decoder2vec.evaluation.evaluators import evaluate_task
 from decoder2vec.evaluation.instructions import instruction_for
 from decoder2vec.evaluation.loaders import load_sick, load_stsb, load_task_dir
 from decoder2vec.evaluation.tasks import EvalTask
+from decoder2vec.io import write_file_atomic, write_json_atomic
 
 # built-in task name -> (file under the data dir, reader, split)
 BUILTIN_TASKS: dict[str, tuple[str, Callable, str]] = {
@@ -127,9 +127,21 @@ def load_variants(
             yield Variant(name, enc, f"causal, {mode} pooling")
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON through a temp file and a rename: a reader never sees half a file, and NaN is refused."""
-    write_file_atomic(Path(path), json.dumps(payload, indent=2, allow_nan=False) + "\n")
+NAN_NOTE = (
+    "NaN: the metric is undefined here; a correlation is NaN when the gold scores or the model's "
+    "similarities are constant (e.g. a collapsed model whose embeddings are all equal)"
+)
+
+
+def mark_nan(rows: list[dict[str, Any]]) -> list[str]:
+    """Flag rows whose scores hold NaN/inf (``nan_scores`` + ``note``); returns ``variant/task`` of each."""
+    flagged = []
+    for row in rows:
+        bad = [k for k, v in row["scores"].items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            row["nan_scores"], row["note"] = bad, NAN_NOTE
+            flagged.append(f"{row['variant']}/{row['task']}")
+    return flagged
 
 
 def markdown_table(results: list[dict[str, Any]]) -> str:
@@ -141,10 +153,16 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     head = "| variant | " + " | ".join(f"{t} ({mains[t]})" for t in tasks) + " |"
     rule = "|---|" + "---:|" * len(tasks)
     rows = [
-        f"| {v} | " + " | ".join(f"{cell[(v, t)]:.2f}" if (v, t) in cell else "–" for t in tasks) + " |"
+        f"| {v} | " + " | ".join(_cell(cell.get((v, t))) for t in tasks) + " |"
         for v in variants
     ]
     return "\n".join([head, rule, *rows]) + "\n"
+
+
+def _cell(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.2f}" if math.isfinite(value) else "NaN"
 
 
 def run_evaluation(
@@ -186,6 +204,7 @@ def write_report(
 ) -> tuple[Path, Path]:
     """``results.json`` (meta + rows) and ``results.md`` in ``report_dir``; both replaced atomically."""
     report_dir = Path(report_dir)
+    flagged = mark_nan(rows)  # NaN is written as null and explained, never a reason to lose the report
     payload = {"created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), **meta, "results": rows}
     json_path = report_dir / "results.json"
     write_json_atomic(json_path, payload)
@@ -193,5 +212,6 @@ def write_report(
     title = (
         f"# decoder2vec eval: {meta.get('model', '')}\n\nScores ×100; each cell is the task's main score.\n\n"
     )
-    write_file_atomic(md_path, title + markdown_table(rows))
+    notes = f"\n{NAN_NOTE} ({', '.join(flagged)}).\n" if flagged else ""
+    write_file_atomic(md_path, title + markdown_table(rows) + notes)
     return json_path, md_path

@@ -90,6 +90,8 @@ def check_run_dir(
                 f"{run_dir} already holds a training run; pass --resume to continue it or --overwrite to replace it"
             )
         return None, True
+    if resume:
+        raise OutputExistsError(f"nothing to resume: {run_dir} holds no training run (no {RUN_FILE})")
     if run_dir.exists() and any(run_dir.iterdir()):
         # never delete a folder we did not create, even with overwrite
         raise OutputExistsError(f"{run_dir} is not empty and holds no training run; choose another folder")

@@ -34,6 +34,13 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a previ
 MergeOpt = Annotated[
     bool, typer.Option("--merge/--no-merge", help="Also write the merged model / ready encoder.")
 ]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override any recipe setting, type-checked: --set max_steps=5, --set lora.r=8 (repeatable).",
+    ),
+]
 MiniOpt = Annotated[
     int | None,
     typer.Option("--mini-batch-size", help="GradCache micro-batch size (same gradient, less memory)."),
@@ -61,6 +68,13 @@ def _friendly(fn):
 
     @functools.wraps(fn)
     def with_logging(*args, **kwargs):
+        import warnings
+
+        from decoder2vec.cli_common import quiet_transformers
+
+        quiet_transformers()
+        # peft reads a property transformers 5 deprecated; the warning is about their code, not the run.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return fn(*args, **kwargs)
@@ -74,6 +88,7 @@ def register(app: typer.Typer) -> None:
         MNTPConfig,
         SimCSEConfig,
         SupervisedConfig,
+        apply_overrides,
         load_pipeline,
         load_stage,
     )
@@ -109,6 +124,7 @@ def register(app: typer.Typer) -> None:
         resume: ResumeOpt = False,
         overwrite: OverwriteOpt = False,
         merge: MergeOpt = False,
+        set_: SetOpt = None,
     ) -> None:
         """Masked next token prediction with LoRA on the bidirectional model."""
         from decoder2vec.training.recipes.mntp import run_mntp
@@ -129,6 +145,7 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             merge=merge,
         )
+        apply_overrides(cfg, set_, prefix="mntp")
         result = run_mntp(cfg, out, resume=resume, overwrite=overwrite)
         _report(f"adapter: {result.adapter}" + (f"\nmerged model: {result.merged}" if result.merged else ""))
 
@@ -151,6 +168,7 @@ def register(app: typer.Typer) -> None:
         resume: ResumeOpt = False,
         overwrite: OverwriteOpt = False,
         merge: MergeOpt = True,
+        set_: SetOpt = None,
     ) -> None:
         """Unsupervised SimCSE (pass the MNTP adapter with --adapter)."""
         from decoder2vec.training.recipes.simcse import run_simcse
@@ -169,6 +187,7 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             merge=merge,
         )
+        apply_overrides(cfg, set_, prefix="simcse")
         result = run_simcse(cfg, out, resume=resume, overwrite=overwrite)
         _report(f"adapter: {result.adapter}" + (f"\nencoder: {result.merged}" if result.merged else ""))
 
@@ -192,6 +211,7 @@ def register(app: typer.Typer) -> None:
         resume: ResumeOpt = False,
         overwrite: OverwriteOpt = False,
         merge: MergeOpt = True,
+        set_: SetOpt = None,
     ) -> None:
         """Supervised contrastive learning with hard negatives (pass the MNTP adapter with --adapter)."""
         from decoder2vec.training.recipes.supervised import run_supervised
@@ -210,6 +230,7 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             merge=merge,
         )
+        apply_overrides(cfg, set_, prefix="supervised")
         result = run_supervised(cfg, out, resume=resume, overwrite=overwrite)
         _report(f"adapter: {result.adapter}" + (f"\nencoder: {result.merged}" if result.merged else ""))
 
@@ -239,6 +260,7 @@ def register(app: typer.Typer) -> None:
         seed: SeedOpt = None,
         resume: ResumeOpt = False,
         overwrite: OverwriteOpt = False,
+        set_: SetOpt = None,
     ) -> None:
         """Turn a decoder LLM into an encoder: bidirectional -> MNTP -> SimCSE (-> supervised) -> encoder folder."""
         from decoder2vec.training.recipes.pipeline import convert as run_convert
@@ -251,5 +273,6 @@ def register(app: typer.Typer) -> None:
         _overrides(cfg.supervised, max_steps=supervised_steps, data=supervised_data)
         for stage in (cfg.mntp, cfg.simcse, cfg.supervised):
             _overrides(stage, batch_size=batch_size, max_seq_length=max_seq_length, seed=seed)
+        apply_overrides(cfg, set_)
         folder = run_convert(cfg, out, resume=resume, overwrite=overwrite, recipe_source=config)
         _report(f"encoder: {folder}")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from decoder2vec.training.errors import TrainingError
+from decoder2vec.training.errors import SettingError, TrainingError
 
 
 @dataclass
@@ -97,22 +99,152 @@ class PipelineConfig:
     stages: list[str] = field(default_factory=lambda: ["mntp", "simcse", "supervised"])
 
 
+def _type_ok(value: Any, annotation: Any) -> bool:
+    """Does ``value`` fit ``annotation`` (int, float, str, bool, X | None, list[str])? YAML gives the
+    plain types; an int is accepted for a float, a bool is never taken for a number."""
+    origin = typing.get_origin(annotation)
+    if origin in (types.UnionType, typing.Union):
+        return any(_type_ok(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin is list:
+        (item,) = typing.get_args(annotation) or (Any,)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if annotation is Any:
+        return True
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
 def from_dict(cls, data: dict[str, Any] | None, where: str = "recipe"):
-    """Build dataclass ``cls`` from a mapping, recursing into nested dataclasses; unknown keys are errors."""
+    """Build dataclass ``cls`` from a mapping, recursing into nested dataclasses.
+
+    Unknown keys and values of the wrong type (``max_steps: "10"``) are errors naming the key and ``where``
+    (the recipe file)."""
     data = dict(data or {})
     names = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise TrainingError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(names)})")
+        raise SettingError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(names)})")
     kwargs = {}
     for key, value in data.items():
-        default = (
-            names[key].default_factory() if names[key].default_factory is not dataclasses.MISSING else None
-        )
-        if dataclasses.is_dataclass(default) and isinstance(value, dict):
-            value = from_dict(type(default), value, f"{where}.{key}")
+        annotation = hints[key]
+        if dataclasses.is_dataclass(annotation):
+            if not isinstance(value, dict):
+                raise SettingError(f"{where}: {key} must be a mapping, got {value!r}")
+            value = from_dict(annotation, value, f"{where}.{key}")
+        elif not _type_ok(value, annotation):
+            raise SettingError(
+                f"{where}: {key} must be {_type_name(annotation)}, got {type(value).__name__} {value!r}"
+            )
+        elif annotation is float or (typing.get_origin(annotation) and float in typing.get_args(annotation)):
+            value = float(value) if isinstance(value, int) else value
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def apply_overrides(cfg, assignments: list[str] | None, prefix: str | None = None):
+    """Apply ``--set key=value`` overrides (``mntp.max_steps=5``, ``lora.r=8``) to ``cfg`` in place.
+
+    Values are parsed as YAML scalars and type-checked like recipe values, so a flag can never hold
+    what a recipe could not. ``prefix`` (a stage name) may be left out of a stage command's keys.
+    """
+    for assignment in assignments or ():
+        key, sep, text = assignment.partition("=")
+        if not sep or not key.strip():
+            raise SettingError(f"--set {assignment!r}: expected KEY=VALUE, e.g. mntp.max_steps=5")
+        path = key.strip().split(".")
+        if prefix is not None and path[0] == prefix and len(path) > 1:
+            path = path[1:]
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        target = cfg
+        for name in path[:-1]:
+            if not dataclasses.is_dataclass(target) or not hasattr(target, name):
+                raise SettingError(f"--set {assignment!r}: no setting {key.strip()!r}")
+            target = getattr(target, name)
+        if not dataclasses.is_dataclass(target):
+            raise SettingError(f"--set {assignment!r}: no setting {key.strip()!r}")
+        # YAML reads "3e-3" as a string and "123" as a number; also try the float and the raw text, so
+        # `--set simcse.learning_rate=3e-3` and `--set mntp.data=123` mean what they say.
+        candidates = [value]
+        try:
+            candidates.append(float(text))
+        except ValueError:
+            pass
+        candidates.append(text)
+        error = None
+        for candidate in candidates:
+            try:
+                checked = from_dict(type(target), {path[-1]: candidate}, f"--set {key.strip()}")
+            except SettingError as exc:
+                error = error or exc
+                continue
+            setattr(target, path[-1], getattr(checked, path[-1]))
+            break
+        else:
+            raise error
+    return cfg
+
+
+def check_stage(cfg: StageConfig, stage: str) -> None:
+    """Reject impossible settings before any model is loaded or anything is written."""
+
+    def bad(key: str, value: Any, need: str) -> SettingError:
+        return SettingError(f"{stage}.{key} = {value!r}: {need}")
+
+    for key in ("max_steps", "batch_size", "max_seq_length", "log_every", "save_every"):
+        value = getattr(cfg, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise bad(key, value, "must be a positive integer")
+    if cfg.max_seq_length < 8:
+        raise bad("max_seq_length", cfg.max_seq_length, "must be at least 8 tokens")
+    if not cfg.learning_rate > 0:
+        raise bad("learning_rate", cfg.learning_rate, "must be positive")
+    if cfg.warmup_steps < 0 or cfg.weight_decay < 0 or cfg.max_grad_norm < 0:
+        raise bad("warmup_steps/weight_decay/max_grad_norm", None, "must not be negative")
+    if cfg.keep_checkpoints < 1:
+        raise bad("keep_checkpoints", cfg.keep_checkpoints, "must be at least 1")
+    if cfg.lora.r < 1 or cfg.lora.alpha <= 0 or not 0 <= cfg.lora.dropout < 1:
+        raise bad("lora", cfg.lora, "needs r >= 1, alpha > 0 and 0 <= dropout < 1")
+    if cfg.dtype not in (None, "float32", "bfloat16", "float16"):
+        raise bad("dtype", cfg.dtype, "must be float32, bfloat16 or float16")
+    if isinstance(cfg, MNTPConfig):
+        if cfg.mask_strategy not in ("bert", "all_mask"):
+            raise bad("mask_strategy", cfg.mask_strategy, "must be bert or all_mask")
+        if cfg.mask_probability is not None and not 0 < cfg.mask_probability < 1:
+            raise bad("mask_probability", cfg.mask_probability, "must be between 0 and 1 (exclusive)")
+        if cfg.mask_token not in ("blank", "eos", "pad", "new"):
+            raise bad("mask_token", cfg.mask_token, "must be blank, eos, pad or new")
+        if not 0 <= cfg.eval_fraction < 1:
+            raise bad("eval_fraction", cfg.eval_fraction, "must be in [0, 1)")
+    if isinstance(cfg, ContrastiveConfig):
+        from decoder2vec.encoding.pooling import POOLING_MODES
+
+        if cfg.pooling not in POOLING_MODES:
+            raise bad("pooling", cfg.pooling, f"must be one of {', '.join(POOLING_MODES)}")
+        if cfg.mini_batch_size is not None and cfg.mini_batch_size < 1:
+            raise bad("mini_batch_size", cfg.mini_batch_size, "must be a positive integer")
+        if not cfg.temperature > 0:
+            raise bad("temperature", cfg.temperature, "must be positive")
+    if isinstance(cfg, SimCSEConfig) and not 0 <= cfg.attention_dropout < 1:
+        raise bad("attention_dropout", cfg.attention_dropout, "must be in [0, 1)")
+    if isinstance(cfg, SupervisedConfig) and cfg.num_negatives < 0:
+        raise bad("num_negatives", cfg.num_negatives, "must not be negative")
 
 
 def to_dict(cfg) -> dict[str, Any]:
@@ -138,7 +270,7 @@ def load_pipeline(name_or_path: str | Path | None) -> PipelineConfig:
     """Read a pipeline recipe; top-level ``model`` fills in every stage that does not name its own."""
     raw = {} if name_or_path is None else yaml.safe_load(recipe_path(name_or_path).read_text()) or {}
     if not isinstance(raw, dict):
-        raise TrainingError(f"recipe {name_or_path} must be a YAML mapping")
+        raise SettingError(f"recipe {name_or_path} must be a YAML mapping")
     raw = dict(raw)
     raw.pop("description", None)
     cfg = from_dict(PipelineConfig, raw, str(name_or_path))

@@ -1,6 +1,7 @@
 """Errors raised on bad training input. All subclass ``ValueError`` (and the package's ``Decoder2VecError``)."""
 
-from decoder2vec.errors import Decoder2VecError
+from decoder2vec import errors
+from decoder2vec.errors import ConfigError, Decoder2VecError
 
 
 class TrainingError(Decoder2VecError, ValueError):
@@ -23,5 +24,9 @@ class ResumeMismatchError(TrainingError):
     """A resume folder was written by a different model or recipe."""
 
 
-class OutputExistsError(TrainingError):
+class OutputExistsError(TrainingError, errors.OutputExistsError):
     """The output folder already holds a run and neither resume nor overwrite was asked for."""
+
+
+class SettingError(TrainingError, ConfigError):
+    """A recipe setting or flag with the wrong type or an impossible value."""

@@ -94,11 +94,26 @@ def train(
     run_dir = Path(run_dir)
     start_from, wipe = ckpt.check_run_dir(run_dir, identity, resume=resume, overwrite=overwrite)
     acc.wait_for_everyone()
+    created = not run_dir.exists()
     if acc.is_main_process:
         if wipe:
             shutil.rmtree(run_dir)
         ckpt.write_run_file(run_dir, identity)
     acc.wait_for_everyone()
+    try:
+        return _train(stage, cfg, run_dir, acc, start_from, callbacks)
+    except BaseException:
+        # A fresh run that failed before its first checkpoint leaves nothing behind, so the corrected
+        # command is not refused as "already holds a training run".
+        if start_from is None and acc.is_main_process and not ckpt.checkpoints(run_dir):
+            (run_dir / ckpt.RUN_FILE).unlink(missing_ok=True)
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+                run_dir.rmdir()
+        raise
+
+
+def _train(stage: Stage, cfg: StageConfig, run_dir: Path, acc, start_from, callbacks) -> dict[str, Any]:
 
     params = _trainable(stage.model)
     if not params:

@@ -87,8 +87,8 @@ def save_contrastive_outputs(
     merged = peft_model.merge_and_unload()
     set_attention_dropout(merged, original_dropout)  # dropout is a training setting, not the encoder's
     merged.eval()
-    encoder = Encoder(merged, tokenizer, pooling=cfg.pooling, max_length=max(cfg.max_seq_length, 512))
-    return adapter, encoder.save(out_dir / "encoder")
+    encoder = Encoder(merged, tokenizer, pooling=cfg.pooling)
+    return adapter, encoder.save(out_dir / "encoder", overwrite=True)
 
 
 def train_contrastive(

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from decoder2vec.backbone.cache import replace_folder
-from decoder2vec.training.config import MNTPConfig
+from decoder2vec.training.config import MNTPConfig, check_stage
 from decoder2vec.training.data.chunking import chunk_blocks, tokenize_documents, train_eval_split
 from decoder2vec.training.data.corpus import read_texts
 from decoder2vec.training.data.sampling import BatchPlan, shard
@@ -88,6 +88,7 @@ def run_mntp(
     callbacks: Sequence[Callable[[int], None]] = (),
 ) -> StageResult:
     """Train MNTP and write ``out_dir/adapter`` (and ``out_dir/merged`` with ``cfg.merge``)."""
+    check_stage(cfg, "mntp")  # settings first: nothing is loaded or written for an impossible run
     out_dir = Path(out_dir)
     acc = make_accelerator(cfg)
     rank, world = acc.process_index, acc.num_processes

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from decoder2vec.encoding.encoder import _written_by_save
+from decoder2vec.io import replace_entries
+from decoder2vec.training.checkpoint import RUN_FILE
 from decoder2vec.training.config import PipelineConfig, to_dict
 from decoder2vec.training.errors import OutputExistsError, TrainingError
 from decoder2vec.training.recipes.mntp import run_mntp
@@ -31,16 +32,44 @@ RUNNERS = {"mntp": run_mntp, "simcse": run_simcse, "supervised": run_supervised}
 RECORD = "recipe.json"
 
 
+def _is_ours(out: Path) -> bool:
+    """A folder convert wrote: its record, or at least one stage run with its run file."""
+    return (out / RECORD).is_file() or any((out / "stages").glob(f"*/{RUN_FILE}"))
+
+
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
     if not out.exists() or not any(out.iterdir()):
+        if resume:
+            raise OutputExistsError(f"nothing to resume: {out} holds no conversion")
         return
-    ours = (out / RECORD).is_file() or (out / "stages").is_dir()
-    if not ours:
+    if not _is_ours(out):
         raise OutputExistsError(f"{out} is not empty and was not written by convert; choose another folder")
     if not (resume or overwrite):
         raise OutputExistsError(
             f"{out} already holds a conversion; pass --resume to continue it or --overwrite to redo it"
         )
+
+
+def check_inputs(cfg: PipelineConfig) -> None:
+    """Every stage's settings and data, checked before the first step of the first stage: a missing
+    SimCSE file must not surface after a whole MNTP stage."""
+    from decoder2vec.encoding.pooling import check_pooling_mode
+    from decoder2vec.training.config import check_stage
+    from decoder2vec.training.data.corpus import read_sentences, read_texts
+    from decoder2vec.training.data.pairs import read_pairs
+
+    check_pooling_mode(cfg.pooling)
+    for name in cfg.stages:
+        stage_cfg = getattr(cfg, name)
+        if name == "supervised" and not stage_cfg.data:
+            continue  # skipped, and recorded as such
+        check_stage(stage_cfg, name)
+        if name == "mntp":
+            read_texts(stage_cfg.data, stage_cfg.text_field)
+        elif name == "simcse":
+            read_sentences(stage_cfg.data, stage_cfg.text_field, stage_cfg.min_words)
+        else:
+            read_pairs(stage_cfg.data, stage_cfg.num_negatives, tuple(stage_cfg.symmetric_tasks))
 
 
 def convert(
@@ -63,6 +92,7 @@ def convert(
     if unknown:
         raise TrainingError(f"unknown stage(s) {unknown}; stages are {list(RUNNERS)}")
     _check_out(out, resume, overwrite)
+    check_inputs(cfg)
     state = PartialState()
     if overwrite and not resume and state.is_main_process and (out / "stages").exists():
         shutil.rmtree(out / "stages")
@@ -82,7 +112,9 @@ def convert(
             continue
         stage_cfg.model, stage_cfg.adapters, stage_cfg.merge = cfg.model, list(adapters), False
         log.info("convert: stage %s on %s with %d adapter(s)", name, cfg.model, len(adapters))
-        result = RUNNERS[name](stage_cfg, out / "stages" / name, resume=resume)
+        run_dir = out / "stages" / name
+        # --resume continues the stages that started; the ones that did not start begin fresh
+        result = RUNNERS[name](stage_cfg, run_dir, resume=resume and (run_dir / RUN_FILE).is_file())
         adapters.append(str(result.adapter))
         record["stages"].append(
             {
@@ -99,24 +131,23 @@ def convert(
         model, tokenizer = load_backbone(
             cfg.model, bidirectional=True, adapters=adapters or None, dtype="float32", device="cpu"
         )
-        encoder = Encoder(model, tokenizer, pooling=cfg.pooling, max_length=512)
+        encoder = Encoder(model, tokenizer, pooling=cfg.pooling)
         _publish(out, encoder, adapters, record)
     state.wait_for_everyone()
     return out
 
 
 def _publish(out: Path, encoder, adapters: list[str], record: dict[str, Any]) -> None:
-    """Assemble the final folder beside ``out`` and swap it in, carrying the stage runs along."""
-    tmp_root = Path(tempfile.mkdtemp(prefix=f".{out.name}.convert-", dir=out.parent))
-    try:
-        folder = encoder.save(tmp_root / "encoder")
+    """Write the encoder files, ``adapters/`` and ``recipe.json`` into ``out`` (each renamed into place).
+
+    Only what convert writes is replaced: ``stages/`` stays where it is, and files the user added to the
+    folder (a README, a reports/ folder) are left alone.
+    """
+
+    def build(tmp: Path) -> None:
+        encoder._write(tmp)
         for adapter in adapters:
-            shutil.copytree(adapter, folder / "adapters" / Path(adapter).parent.name)
-        (folder / RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")
-        if (out / "stages").exists():
-            os.replace(out / "stages", folder / "stages")
-        if out.exists():
-            os.replace(out, tmp_root / "previous")
-        os.replace(folder, out)
-    finally:
-        shutil.rmtree(tmp_root, ignore_errors=True)
+            shutil.copytree(adapter, tmp / "adapters" / Path(adapter).parent.name)
+        (tmp / RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")
+
+    replace_entries(out, build, owned=lambda name: name == "adapters" or _written_by_save(name))

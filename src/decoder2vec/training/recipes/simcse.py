@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from decoder2vec.encoding.tokenization import tokenize_batch
-from decoder2vec.training.config import SimCSEConfig
+from decoder2vec.training.config import SimCSEConfig, check_stage
 from decoder2vec.training.data.collate import concat_batches
 from decoder2vec.training.data.corpus import read_sentences
 from decoder2vec.training.data.sampling import BatchPlan, shard
@@ -30,6 +30,7 @@ def run_simcse(
 ) -> StageResult:
     """Train SimCSE on top of ``cfg.model`` + ``cfg.adapters`` (the MNTP adapter); writes ``adapter/``
     (and ``encoder/`` with ``cfg.merge``) under ``out_dir``."""
+    check_stage(cfg, "simcse")  # settings first: nothing is loaded or written for an impossible run
     out_dir = Path(out_dir)
     acc = make_accelerator(cfg)
     rank, world_size = acc.process_index, acc.num_processes

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from decoder2vec.encoding.tokenization import tokenize_batch
-from decoder2vec.training.config import SupervisedConfig
+from decoder2vec.training.config import SupervisedConfig, check_stage
 from decoder2vec.training.data.collate import concat_batches
 from decoder2vec.training.data.pairs import collate_pairs, read_pairs, task_groups
 from decoder2vec.training.data.sampling import BatchPlan, shard
@@ -59,6 +59,7 @@ def run_supervised(
     callbacks: Sequence[Callable[[int], None]] = (),
 ) -> StageResult:
     """Train the supervised contrastive stage; writes ``adapter/`` (and ``encoder/`` with ``cfg.merge``)."""
+    check_stage(cfg, "supervised")
     if not cfg.data:
         raise CorpusError(
             "the supervised stage needs data: a JSONL file of {query, positive, negatives, instruction, task}"
