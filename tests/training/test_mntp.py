@@ -3,10 +3,10 @@ import torch
 from decoder2vec.backbone.loading import load_backbone
 from decoder2vec.encoding.tokenization import tokenize_batch
 from decoder2vec.training.config import LoraSettings, MNTPConfig
-from decoder2vec.training.losses import mntp_accuracy, mntp_loss
 from decoder2vec.training.modules import Embedder, MNTPModel, add_lora, embed
 from decoder2vec.training.recipes.common import save_adapter
 from decoder2vec.training.recipes.mntp import Masker, run_mntp
+from tests.training.reference import mntp_accuracy, mntp_loss
 
 from .conftest import SENTENCES, build_model
 

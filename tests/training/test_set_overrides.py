@@ -44,3 +44,16 @@ def test_convert_rejects_a_bad_override_before_anything_is_written(tmp_path):
     )
     assert result.exit_code == 1 and "max_steps must be int" in result.output, result.output
     assert not out.exists()
+
+
+def test_short_runs_at_the_papers_rates_warn_and_cpu_rates_do_not():
+    from decoder2vec.training.config import SimCSEConfig, check_stage
+
+    with pytest.warns(UserWarning, match=r"simcse: 40 steps at learning rate 3e-05 will barely change"):
+        check_stage(SimCSEConfig(max_steps=40), "simcse")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_stage(SimCSEConfig(max_steps=200, learning_rate=3e-3), "simcse")  # the cpu-1h budget
+        check_stage(SimCSEConfig(), "simcse")  # the paper's own 1000 steps

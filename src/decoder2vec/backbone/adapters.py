@@ -1,7 +1,8 @@
 """Merge PEFT LoRA adapters into a backbone, whichever model class they were trained on.
 
-MNTP trains on the causal-LM class (module paths ``model.layers.N...``) while the contrastive stages
-train on the bare transformer (``layers.N...``). We remap each adapter's keys onto the modules the
+Adapters come with the module paths of whichever class they were trained on: the causal-LM class
+(``model.layers.N...``, e.g. adapters from the reference llm2vec) or the bare transformer
+(``layers.N...``, where every decoder2vec stage puts its LoRA). We remap each adapter's keys onto the modules the
 target model really has, so both kinds apply to either class, and fail loudly when a key fits nowhere
 (PEFT alone would only warn and silently leave that LoRA weight at its initial value).
 """

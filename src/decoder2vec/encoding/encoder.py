@@ -210,7 +210,7 @@ class Encoder:
         return tuple(out.hidden_states) if all_layers else out.last_hidden_state
 
     def embed_batch(self, batch: TokenizedBatch) -> torch.Tensor:
-        """Forward + pooling for one batch, with autograd left to the caller (used in training)."""
+        """Forward + pooling for one batch; autograd is left to the caller (``encode`` runs it under inference mode)."""
         batch = batch.to(self.device)
         hidden = self.model(**batch.model_inputs()).last_hidden_state
         return pool(hidden, batch.pool_mask, batch.attention_mask, self.pooling)

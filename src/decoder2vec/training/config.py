@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,8 +202,27 @@ def apply_overrides(cfg, assignments: list[str] | None, prefix: str | None = Non
     return cfg
 
 
+# Learning rate x steps below which a LoRA stage barely moves the model. The paper's stages sit at
+# 0.03-0.05 (e.g. SimCSE 3e-5 x 1000 steps of batch 128); 40 steps at the paper's rates give 0.001.
+SHORT_RUN_BUDGET = 0.01
+
+
+def short_run_warning(cfg: StageConfig, stage: str) -> str | None:
+    """A warning when ``cfg`` is far too short for its learning rate to change the model (or None)."""
+    budget = cfg.learning_rate * cfg.max_steps
+    if budget >= SHORT_RUN_BUDGET:
+        return None
+    return (
+        f"{stage}: {cfg.max_steps} steps at learning rate {cfg.learning_rate:g} will barely change the model "
+        f"(learning rate x steps = {budget:.2g}; the paper's recipes assume about 1000 steps). For short CPU "
+        f"runs raise the rate (e.g. --set {stage}.learning_rate=3e-3 for SimCSE, 3e-4 for MNTP) or see "
+        "BENCHMARKS.md for CPU budgets"
+    )
+
+
 def check_stage(cfg: StageConfig, stage: str) -> None:
-    """Reject impossible settings before any model is loaded or anything is written."""
+    """Reject impossible settings before any model is loaded or anything is written; warn about
+    settings that are possible but will not do what the user expects (see :func:`short_run_warning`)."""
 
     def bad(key: str, value: Any, need: str) -> SettingError:
         return SettingError(f"{stage}.{key} = {value!r}: {need}")
@@ -245,6 +265,8 @@ def check_stage(cfg: StageConfig, stage: str) -> None:
         raise bad("attention_dropout", cfg.attention_dropout, "must be in [0, 1)")
     if isinstance(cfg, SupervisedConfig) and cfg.num_negatives < 0:
         raise bad("num_negatives", cfg.num_negatives, "must not be negative")
+    if message := short_run_warning(cfg, stage):
+        warnings.warn(message, stacklevel=3)
 
 
 def to_dict(cfg) -> dict[str, Any]:

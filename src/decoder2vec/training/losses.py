@@ -20,20 +20,6 @@ def shift_labels(labels: torch.Tensor) -> torch.Tensor:
     return shifted
 
 
-def mntp_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over masked tokens; ``logits`` (B, L, V) are outputs, ``labels`` unshifted (B, L)."""
-    targets = shift_labels(labels)
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
-
-
-def mntp_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
-    """``(correct, count)`` of masked tokens whose argmax prediction (from position i-1) is right."""
-    targets = shift_labels(labels)
-    keep = targets != IGNORE_INDEX
-    correct = (logits.argmax(-1)[keep] == targets[keep]).sum()
-    return int(correct), int(keep.sum())
-
-
 def info_nce(
     queries: torch.Tensor,
     candidates: torch.Tensor,

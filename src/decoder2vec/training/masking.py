@@ -1,7 +1,7 @@
 """Token masking for masked next token prediction (MNTP).
 
 MNTP masks a fraction of the input tokens and trains the model to recover the token at masked position
-``i`` from the output at position ``i - 1`` (the decoder's native next-token head, see ``losses.mntp_loss``).
+``i`` from the output at position ``i - 1`` (the decoder's native next-token head; the shift is ``losses.shift_labels``).
 So position 0 can never be a target, and neither can special or padding tokens.
 """
 
