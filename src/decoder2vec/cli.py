@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -231,35 +232,29 @@ def demo(
     run_demo(model, echo=typer.echo, train=train, out=out, mntp_steps=mntp_steps, simcse_steps=simcse_steps)
 
 
-def _register_optional_commands() -> None:
-    # Training and evaluation bring their own commands; they live in their stage packages.
-    for module_name in ("decoder2vec.training.cli", "decoder2vec.evaluation.cli"):
-        try:
-            module = __import__(module_name, fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        module.register(app)
+def _assemble() -> None:
+    """The command tree: each stage package owns its commands; this module only mounts them."""
+    from decoder2vec.evaluation.cli import analyze, eval_command
+    from decoder2vec.training.cli import convert, train_app
+
+    app.command("convert")(convert)
+    app.command("eval")(eval_command)
+    app.add_typer(train_app, name="train")
+    app.add_typer(analyze, name="analyze")
     # Newer sub-commands: a module exposes a command function or a Typer sub-app.
     for module_name, attr, name, kind in (
         ("decoder2vec.serving.cli", "serve", "serve", "command"),
         ("decoder2vec.corpus.cli", "embed_corpus", "embed-corpus", "command"),
         ("decoder2vec.export.cli", "app", "export", "group"),
     ):
-        try:
-            module = __import__(module_name, fromlist=[attr])
-        except ModuleNotFoundError as exc:
-            if exc.name not in (module_name, module_name.rsplit(".", 1)[0]):
-                raise
-            continue
+        module = importlib.import_module(module_name)
         if kind == "command":
             app.command(name)(getattr(module, attr))
         else:
             app.add_typer(getattr(module, attr), name=name)
 
 
-_register_optional_commands()
+_assemble()
 
 if __name__ == "__main__":
     app()

@@ -59,8 +59,9 @@ def json_safe(value: Any) -> Any:
 
 
 def write_json_atomic(path: str | Path, payload: Any) -> None:
-    """Write ``payload`` as indented JSON, atomically; non-finite floats become ``null``."""
-    write_file_atomic(Path(path), json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n")
+    """Write ``payload`` as indented JSON, atomically. NaN is refused (it is not JSON): a caller that may
+    hold NaN says what it means first, e.g. with :func:`json_safe` and a note."""
+    write_file_atomic(Path(path), json.dumps(payload, indent=2, allow_nan=False) + "\n")
 
 
 def publish_folder(target: Path, build: Callable[[Path], None]) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from decoder2vec.errors import ModelLoadError
 log = logging.getLogger(__name__)
 
 GGUF_MAGIC = b"GGUF"
+# v2: the imported folder records the GGUF's attention mode and pooling (decoder2vec_config.json)
+_IMPORT_VERSION = "v2"
 
 
 def check_gguf_file(path: Path) -> Path:
@@ -65,9 +68,45 @@ def import_gguf(
             del model.config.quantization_config
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        write_encoder_settings(tmp, read_encoder_settings(gguf_path))
         log.info("converted %s to %s", gguf_path, out)
 
     return publish_folder(out, build)
+
+
+def read_encoder_settings(gguf_path: Path) -> dict:
+    """Encoder settings recorded in a GGUF's metadata (as ``decoder2vec export gguf`` writes them).
+
+    llama.cpp keys: ``{arch}.attention.causal`` (false = bidirectional) and ``{arch}.pooling_type``
+    (MEAN/CLS/LAST map to mean/bos/last_token). A key that is absent, or NONE pooling, says nothing.
+    """
+    import gguf
+
+    from decoder2vec.export.gguf import POOLING_NAMES
+
+    reader = gguf.GGUFReader(gguf_path)
+    fields = reader.fields
+    arch_field = fields.get(gguf.Keys.General.ARCHITECTURE)
+    if arch_field is None:
+        return {}
+    arch = arch_field.contents()
+    settings: dict = {}
+    causal = fields.get(gguf.Keys.Attention.CAUSAL.format(arch=arch))
+    if causal is not None:
+        settings["bidirectional"] = not bool(causal.contents())
+    pooling = fields.get(gguf.Keys.LLM.POOLING_TYPE.format(arch=arch))
+    if pooling is not None and int(pooling.contents()) in POOLING_NAMES:
+        settings["pooling"] = POOLING_NAMES[int(pooling.contents())]
+    return settings
+
+
+def write_encoder_settings(folder: Path, settings: dict) -> None:
+    """Record ``settings`` in the folder's encoder config, which ``Encoder.from_pretrained`` reads."""
+    if not settings:
+        return
+    # Named here rather than imported from decoder2vec.encoding.encoder (ENCODER_CONFIG), which
+    # imports this module's importer: the same file name, without an import cycle.
+    (Path(folder) / "decoder2vec_config.json").write_text(json.dumps(settings, indent=2) + "\n")
 
 
 def fix_special_tokens(tokenizer, config, *, eos_token: str | None, pad_token: str | None) -> None:
@@ -96,8 +135,13 @@ def _require_token(tokenizer, token: str) -> None:
 
 
 def cached_gguf_folder(gguf_file: Path) -> Path:
-    """Cache location for a user's GGUF file, keyed on its path, size and mtime (hashing GBs is slow)."""
+    """Cache location for a user's GGUF file, keyed on its path, size, mtime and inode (hashing GBs is slow).
+
+    The inode changes when a file is replaced atomically (as the exporter does), even within one mtime
+    tick; ``_IMPORT_VERSION`` changes when the import itself does, so older caches are not reused.
+    """
     gguf_path = check_gguf_file(gguf_file)
     stat = gguf_path.stat()
-    key = hashlib.sha256(f"{gguf_path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    identity = f"{_IMPORT_VERSION}|{gguf_path}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
+    key = hashlib.sha256(identity.encode()).hexdigest()[:16]
     return cache_home() / "gguf" / f"{gguf_path.stem}-{key}"

@@ -23,7 +23,7 @@ from decoder2vec.evaluation.evaluators import evaluate_task
 from decoder2vec.evaluation.instructions import instruction_for
 from decoder2vec.evaluation.loaders import load_sick, load_stsb, load_task_dir
 from decoder2vec.evaluation.tasks import EvalTask
-from decoder2vec.io import write_file_atomic, write_json_atomic
+from decoder2vec.io import json_safe, write_file_atomic, write_json_atomic
 
 # built-in task name -> (file under the data dir, reader, split)
 BUILTIN_TASKS: dict[str, tuple[str, Callable, str]] = {
@@ -207,7 +207,7 @@ def write_report(
     flagged = mark_nan(rows)  # NaN is written as null and explained, never a reason to lose the report
     payload = {"created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), **meta, "results": rows}
     json_path = report_dir / "results.json"
-    write_json_atomic(json_path, payload)
+    write_json_atomic(json_path, json_safe(payload))
     md_path = report_dir / "results.md"
     title = (
         f"# decoder2vec eval: {meta.get('model', '')}\n\nScores ×100; each cell is the task's main score.\n\n"

@@ -1,4 +1,4 @@
-"""``decoder2vec train mntp|simcse|supervised`` and ``decoder2vec convert``.
+"""``decoder2vec train mntp|simcse|supervised`` (the ``train_app`` group) and ``decoder2vec convert``.
 
 Flags override the recipe file (``--config``), which overrides the paper defaults in ``config.py``.
 All commands run unchanged under ``accelerate launch`` / ``torchrun`` (DDP).
@@ -12,6 +12,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from decoder2vec.training.config import (
+    MNTPConfig,
+    SimCSEConfig,
+    SupervisedConfig,
+    apply_overrides,
+    load_pipeline,
+    load_stage,
+)
 
 ConfigOpt = Annotated[
     str | None,
@@ -82,197 +91,184 @@ def _friendly(fn):
     return reports_errors(with_logging)
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``convert`` and the ``train`` group to the main CLI app."""
-    from decoder2vec.training.config import (
-        MNTPConfig,
-        SimCSEConfig,
-        SupervisedConfig,
-        apply_overrides,
-        load_pipeline,
-        load_stage,
+train_app = typer.Typer(
+    help="Train one LLM2Vec stage (MNTP, unsupervised SimCSE, supervised contrastive).",
+    no_args_is_help=True,
+)
+
+@train_app.command("mntp")
+@_friendly
+def mntp(
+    out: OutOpt,
+    model: ModelOpt = None,
+    config: ConfigOpt = None,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="Text/JSONL file or folder, 'wiki' (offline corpus) or hf:NAME."),
+    ] = None,
+    steps: StepsOpt = None,
+    batch_size: BatchOpt = None,
+    max_seq_length: LenOpt = None,
+    lr: LrOpt = None,
+    mask_strategy: Annotated[
+        str | None, typer.Option("--mask-strategy", help="bert or all_mask.")
+    ] = None,
+    mask_probability: Annotated[float | None, typer.Option("--mask-probability")] = None,
+    mask_token: Annotated[
+        str | None, typer.Option("--mask-token", help="blank ('_'), eos, pad or new.")
+    ] = None,
+    adapter: AdapterOpt = None,
+    seed: SeedOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    merge: MergeOpt = False,
+    set_: SetOpt = None,
+) -> None:
+    """Masked next token prediction with LoRA on the bidirectional model."""
+    from decoder2vec.training.recipes.mntp import run_mntp
+
+    cfg = load_stage(MNTPConfig, config, "mntp")
+    _overrides(
+        cfg,
+        model=model,
+        data=data,
+        max_steps=steps,
+        batch_size=batch_size,
+        max_seq_length=max_seq_length,
+        learning_rate=lr,
+        mask_strategy=mask_strategy,
+        mask_probability=mask_probability,
+        mask_token=mask_token,
+        adapters=adapter,
+        seed=seed,
+        merge=merge,
     )
+    apply_overrides(cfg, set_, prefix="mntp")
+    result = run_mntp(cfg, out, resume=resume, overwrite=overwrite)
+    _report(f"adapter: {result.adapter}" + (f"\nmerged model: {result.merged}" if result.merged else ""))
 
-    train_app = typer.Typer(
-        help="Train one LLM2Vec stage (MNTP, unsupervised SimCSE, supervised contrastive).",
-        no_args_is_help=True,
+@train_app.command("simcse")
+@_friendly
+def simcse(
+    out: OutOpt,
+    model: ModelOpt = None,
+    config: ConfigOpt = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help="One sentence per line (.txt/.jsonl), or 'wiki'.")
+    ] = None,
+    steps: StepsOpt = None,
+    batch_size: BatchOpt = None,
+    max_seq_length: LenOpt = None,
+    lr: LrOpt = None,
+    mini_batch_size: MiniOpt = None,
+    adapter: AdapterOpt = None,
+    seed: SeedOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    merge: MergeOpt = True,
+    set_: SetOpt = None,
+) -> None:
+    """Unsupervised SimCSE (pass the MNTP adapter with --adapter)."""
+    from decoder2vec.training.recipes.simcse import run_simcse
+
+    cfg = load_stage(SimCSEConfig, config, "simcse")
+    _overrides(
+        cfg,
+        model=model,
+        data=data,
+        max_steps=steps,
+        batch_size=batch_size,
+        max_seq_length=max_seq_length,
+        learning_rate=lr,
+        mini_batch_size=mini_batch_size,
+        adapters=adapter,
+        seed=seed,
+        merge=merge,
     )
+    apply_overrides(cfg, set_, prefix="simcse")
+    result = run_simcse(cfg, out, resume=resume, overwrite=overwrite)
+    _report(f"adapter: {result.adapter}" + (f"\nencoder: {result.merged}" if result.merged else ""))
 
-    @train_app.command("mntp")
-    @_friendly
-    def mntp(
-        out: OutOpt,
-        model: ModelOpt = None,
-        config: ConfigOpt = None,
-        data: Annotated[
-            str | None,
-            typer.Option("--data", help="Text/JSONL file or folder, 'wiki' (offline corpus) or hf:NAME."),
-        ] = None,
-        steps: StepsOpt = None,
-        batch_size: BatchOpt = None,
-        max_seq_length: LenOpt = None,
-        lr: LrOpt = None,
-        mask_strategy: Annotated[
-            str | None, typer.Option("--mask-strategy", help="bert or all_mask.")
-        ] = None,
-        mask_probability: Annotated[float | None, typer.Option("--mask-probability")] = None,
-        mask_token: Annotated[
-            str | None, typer.Option("--mask-token", help="blank ('_'), eos, pad or new.")
-        ] = None,
-        adapter: AdapterOpt = None,
-        seed: SeedOpt = None,
-        resume: ResumeOpt = False,
-        overwrite: OverwriteOpt = False,
-        merge: MergeOpt = False,
-        set_: SetOpt = None,
-    ) -> None:
-        """Masked next token prediction with LoRA on the bidirectional model."""
-        from decoder2vec.training.recipes.mntp import run_mntp
+@train_app.command("supervised")
+@_friendly
+def supervised(
+    out: OutOpt,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="JSONL of {query, positive, negatives, instruction, task}."),
+    ] = None,
+    model: ModelOpt = None,
+    config: ConfigOpt = None,
+    steps: StepsOpt = None,
+    batch_size: BatchOpt = None,
+    max_seq_length: LenOpt = None,
+    lr: LrOpt = None,
+    mini_batch_size: MiniOpt = None,
+    adapter: AdapterOpt = None,
+    seed: SeedOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    merge: MergeOpt = True,
+    set_: SetOpt = None,
+) -> None:
+    """Supervised contrastive learning with hard negatives (pass the MNTP adapter with --adapter)."""
+    from decoder2vec.training.recipes.supervised import run_supervised
 
-        cfg = load_stage(MNTPConfig, config, "mntp")
-        _overrides(
-            cfg,
-            model=model,
-            data=data,
-            max_steps=steps,
-            batch_size=batch_size,
-            max_seq_length=max_seq_length,
-            learning_rate=lr,
-            mask_strategy=mask_strategy,
-            mask_probability=mask_probability,
-            mask_token=mask_token,
-            adapters=adapter,
-            seed=seed,
-            merge=merge,
-        )
-        apply_overrides(cfg, set_, prefix="mntp")
-        result = run_mntp(cfg, out, resume=resume, overwrite=overwrite)
-        _report(f"adapter: {result.adapter}" + (f"\nmerged model: {result.merged}" if result.merged else ""))
+    cfg = load_stage(SupervisedConfig, config, "supervised")
+    _overrides(
+        cfg,
+        model=model,
+        data=data,
+        max_steps=steps,
+        batch_size=batch_size,
+        max_seq_length=max_seq_length,
+        learning_rate=lr,
+        mini_batch_size=mini_batch_size,
+        adapters=adapter,
+        seed=seed,
+        merge=merge,
+    )
+    apply_overrides(cfg, set_, prefix="supervised")
+    result = run_supervised(cfg, out, resume=resume, overwrite=overwrite)
+    _report(f"adapter: {result.adapter}" + (f"\nencoder: {result.merged}" if result.merged else ""))
 
-    @train_app.command("simcse")
-    @_friendly
-    def simcse(
-        out: OutOpt,
-        model: ModelOpt = None,
-        config: ConfigOpt = None,
-        data: Annotated[
-            str | None, typer.Option("--data", help="One sentence per line (.txt/.jsonl), or 'wiki'.")
-        ] = None,
-        steps: StepsOpt = None,
-        batch_size: BatchOpt = None,
-        max_seq_length: LenOpt = None,
-        lr: LrOpt = None,
-        mini_batch_size: MiniOpt = None,
-        adapter: AdapterOpt = None,
-        seed: SeedOpt = None,
-        resume: ResumeOpt = False,
-        overwrite: OverwriteOpt = False,
-        merge: MergeOpt = True,
-        set_: SetOpt = None,
-    ) -> None:
-        """Unsupervised SimCSE (pass the MNTP adapter with --adapter)."""
-        from decoder2vec.training.recipes.simcse import run_simcse
 
-        cfg = load_stage(SimCSEConfig, config, "simcse")
-        _overrides(
-            cfg,
-            model=model,
-            data=data,
-            max_steps=steps,
-            batch_size=batch_size,
-            max_seq_length=max_seq_length,
-            learning_rate=lr,
-            mini_batch_size=mini_batch_size,
-            adapters=adapter,
-            seed=seed,
-            merge=merge,
-        )
-        apply_overrides(cfg, set_, prefix="simcse")
-        result = run_simcse(cfg, out, resume=resume, overwrite=overwrite)
-        _report(f"adapter: {result.adapter}" + (f"\nencoder: {result.merged}" if result.merged else ""))
+@_friendly
+def convert(
+    out: OutOpt,
+    model: ModelOpt = None,
+    config: ConfigOpt = None,
+    mntp_steps: Annotated[int | None, typer.Option("--mntp-steps")] = None,
+    simcse_steps: Annotated[int | None, typer.Option("--simcse-steps")] = None,
+    supervised_steps: Annotated[int | None, typer.Option("--supervised-steps")] = None,
+    batch_size: BatchOpt = None,
+    max_seq_length: LenOpt = None,
+    mntp_data: Annotated[
+        str | None, typer.Option("--mntp-data", help="MNTP corpus (default: offline Wikipedia).")
+    ] = None,
+    simcse_data: Annotated[
+        str | None, typer.Option("--simcse-data", help="SimCSE sentences (default: offline Wikipedia).")
+    ] = None,
+    supervised_data: Annotated[
+        str | None,
+        typer.Option("--supervised-data", help="Supervised JSONL; the stage runs only when given."),
+    ] = None,
+    seed: SeedOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    set_: SetOpt = None,
+) -> None:
+    """Turn a decoder LLM into an encoder: bidirectional -> MNTP -> SimCSE (-> supervised) -> encoder folder."""
+    from decoder2vec.training.recipes.pipeline import convert as run_convert
 
-    @train_app.command("supervised")
-    @_friendly
-    def supervised(
-        out: OutOpt,
-        data: Annotated[
-            str | None,
-            typer.Option("--data", help="JSONL of {query, positive, negatives, instruction, task}."),
-        ] = None,
-        model: ModelOpt = None,
-        config: ConfigOpt = None,
-        steps: StepsOpt = None,
-        batch_size: BatchOpt = None,
-        max_seq_length: LenOpt = None,
-        lr: LrOpt = None,
-        mini_batch_size: MiniOpt = None,
-        adapter: AdapterOpt = None,
-        seed: SeedOpt = None,
-        resume: ResumeOpt = False,
-        overwrite: OverwriteOpt = False,
-        merge: MergeOpt = True,
-        set_: SetOpt = None,
-    ) -> None:
-        """Supervised contrastive learning with hard negatives (pass the MNTP adapter with --adapter)."""
-        from decoder2vec.training.recipes.supervised import run_supervised
-
-        cfg = load_stage(SupervisedConfig, config, "supervised")
-        _overrides(
-            cfg,
-            model=model,
-            data=data,
-            max_steps=steps,
-            batch_size=batch_size,
-            max_seq_length=max_seq_length,
-            learning_rate=lr,
-            mini_batch_size=mini_batch_size,
-            adapters=adapter,
-            seed=seed,
-            merge=merge,
-        )
-        apply_overrides(cfg, set_, prefix="supervised")
-        result = run_supervised(cfg, out, resume=resume, overwrite=overwrite)
-        _report(f"adapter: {result.adapter}" + (f"\nencoder: {result.merged}" if result.merged else ""))
-
-    app.add_typer(train_app, name="train")
-
-    @app.command("convert")
-    @_friendly
-    def convert(
-        out: OutOpt,
-        model: ModelOpt = None,
-        config: ConfigOpt = None,
-        mntp_steps: Annotated[int | None, typer.Option("--mntp-steps")] = None,
-        simcse_steps: Annotated[int | None, typer.Option("--simcse-steps")] = None,
-        supervised_steps: Annotated[int | None, typer.Option("--supervised-steps")] = None,
-        batch_size: BatchOpt = None,
-        max_seq_length: LenOpt = None,
-        mntp_data: Annotated[
-            str | None, typer.Option("--mntp-data", help="MNTP corpus (default: offline Wikipedia).")
-        ] = None,
-        simcse_data: Annotated[
-            str | None, typer.Option("--simcse-data", help="SimCSE sentences (default: offline Wikipedia).")
-        ] = None,
-        supervised_data: Annotated[
-            str | None,
-            typer.Option("--supervised-data", help="Supervised JSONL; the stage runs only when given."),
-        ] = None,
-        seed: SeedOpt = None,
-        resume: ResumeOpt = False,
-        overwrite: OverwriteOpt = False,
-        set_: SetOpt = None,
-    ) -> None:
-        """Turn a decoder LLM into an encoder: bidirectional -> MNTP -> SimCSE (-> supervised) -> encoder folder."""
-        from decoder2vec.training.recipes.pipeline import convert as run_convert
-
-        cfg = load_pipeline(config)
-        if model is not None:
-            cfg.model = model
-        _overrides(cfg.mntp, max_steps=mntp_steps, data=mntp_data)
-        _overrides(cfg.simcse, max_steps=simcse_steps, data=simcse_data)
-        _overrides(cfg.supervised, max_steps=supervised_steps, data=supervised_data)
-        for stage in (cfg.mntp, cfg.simcse, cfg.supervised):
-            _overrides(stage, batch_size=batch_size, max_seq_length=max_seq_length, seed=seed)
-        apply_overrides(cfg, set_)
-        folder = run_convert(cfg, out, resume=resume, overwrite=overwrite, recipe_source=config)
-        _report(f"encoder: {folder}")
+    cfg = load_pipeline(config)
+    if model is not None:
+        cfg.model = model
+    _overrides(cfg.mntp, max_steps=mntp_steps, data=mntp_data)
+    _overrides(cfg.simcse, max_steps=simcse_steps, data=simcse_data)
+    _overrides(cfg.supervised, max_steps=supervised_steps, data=supervised_data)
+    for stage in (cfg.mntp, cfg.simcse, cfg.supervised):
+        _overrides(stage, batch_size=batch_size, max_seq_length=max_seq_length, seed=seed)
+    apply_overrides(cfg, set_)
+    folder = run_convert(cfg, out, resume=resume, overwrite=overwrite, recipe_source=config)
+    _report(f"encoder: {folder}")

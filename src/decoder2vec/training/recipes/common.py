@@ -36,7 +36,9 @@ def load_for_training(cfg: StageConfig, accelerator, *, with_lm_head: bool):
     if checkpointing is None:
         checkpointing = accelerator.device.type == "cuda"
     if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers 5 renamed it (the old name warns); older releases only have the old one
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     return model, tokenizer
 
