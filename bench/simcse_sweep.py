@@ -32,7 +32,6 @@ def worker(lr: float, args: argparse.Namespace) -> list[dict]:
     import torch
 
     torch.set_num_threads(1)
-    from decoder2vec import Encoder
     from decoder2vec.evaluation.loaders import load_sick, load_stsb
     from decoder2vec.training.config import SimCSEConfig
     from decoder2vec.training.recipes import simcse
@@ -42,27 +41,20 @@ def worker(lr: float, args: argparse.Namespace) -> list[dict]:
         "SICK-R": load_sick(args.data_dir / "sick2014" / "SICK_test_annotated.txt"),
     }
     sets = {name: (d, pick(d, args.pairs, args.subset)) for name, d in data.items()}
-    built = {}
-    build = simcse.build_embedder
-
-    def keep(*a, **k):  # the recipe builds its model internally; keep a handle to score it mid-run
-        built["model"] = build(*a, **k)
-        return built["model"]
-
-    simcse.build_embedder = keep
     rows: list[dict] = []
 
     def evaluate(step: int) -> None:
         if step % args.eval_every and step != args.steps:
             return
-        peft_model, tokenizer = built["model"].peft_model, built["model"].tokenizer
-        peft_model.eval()  # no dropout while scoring
-        encoder = Encoder(peft_model, tokenizer, pooling="mean", max_length=128)
+        encoder = recipe.encoder  # the encoder being trained (its pooled module is what the loop optimises)
+        encoder.module.eval()  # no dropout while scoring
+        encoder.max_length = 128  # score whole sentences (training truncates at 48)
         row = {"lr": lr, "step": step}
         with torch.no_grad():
             for name, (d, indices) in sets.items():
                 row[name] = sts_spearman(encoder, d, indices)
-        peft_model.train()
+        encoder.module.train()
+        encoder.max_length = 48
         print(json.dumps(row), flush=True)
         rows.append(row)
 
@@ -77,7 +69,8 @@ def worker(lr: float, args: argparse.Namespace) -> list[dict]:
         save_every=10**9,
         merge=False,
     )
-    simcse.run_simcse(cfg, args.work_dir / f"lr{lr:g}", overwrite=True, callbacks=[evaluate])
+    recipe = simcse.SimCSERecipe(cfg)
+    recipe.run(args.work_dir / f"lr{lr:g}", overwrite=True, callbacks=[evaluate])
     return rows
 
 

@@ -44,7 +44,7 @@ def import_gguf(
     tokenizer. ``eos_token``/``pad_token`` override what the GGUF metadata says; without a pad token
     the eos token is used, since padding is always masked out anyway.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     gguf_path = check_gguf_file(Path(gguf_file))
     out = Path(out_dir).expanduser()
@@ -57,7 +57,9 @@ def import_gguf(
         folder, name = str(gguf_path.parent), gguf_path.name
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+            config = AutoConfig.from_pretrained(folder, gguf_file=name)
+            set_head_dim(config, gguf_path)
+            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, config=config, dtype=torch.float32)
         except Exception as exc:  # transformers raises many types for a bad file; name the file in one
             raise ModelLoadError(f"transformers could not read GGUF file {gguf_path}: {exc}") from exc
         fix_special_tokens(tokenizer, model.config, eos_token=eos_token, pad_token=pad_token)
@@ -72,6 +74,21 @@ def import_gguf(
         log.info("converted %s to %s", gguf_path, out)
 
     return publish_folder(out, build)
+
+
+def set_head_dim(config, gguf_path: Path) -> None:
+    """Take the head size from ``{arch}.attention.key_length`` when the file has it.
+
+    transformers maps it for no architecture and maps ``rope.dimension_count`` only for Llama/Mistral,
+    so a Qwen3 file whose heads are not 128 wide (Qwen3Config's default) would load with wrong shapes.
+    """
+    import gguf
+
+    fields = gguf.GGUFReader(gguf_path).fields
+    arch = fields.get(gguf.Keys.General.ARCHITECTURE)
+    key_length = arch and fields.get(gguf.Keys.Attention.KEY_LENGTH.format(arch=arch.contents()))
+    if key_length and hasattr(config, "head_dim"):
+        config.head_dim = int(key_length.contents())
 
 
 def read_encoder_settings(gguf_path: Path) -> dict:

@@ -14,7 +14,8 @@ from tqdm.auto import tqdm
 
 from decoder2vec.backbone.bidirectional import backbone_of, is_bidirectional, set_bidirectional
 from decoder2vec.backbone.loading import load_backbone, resolve_model_path
-from decoder2vec.encoding.pooling import check_pooling_mode, pool
+from decoder2vec.encoding.model import PooledModel, embed
+from decoder2vec.encoding.pooling import check_pooling_mode
 from decoder2vec.encoding.tokenization import SequenceBuilder, TokenizedBatch, expand_instruction
 from decoder2vec.errors import InputError, OutputExistsError
 from decoder2vec.export.sentence_transformers import write_sentence_transformers_files
@@ -91,9 +92,9 @@ class Encoder:
         append_eos: bool = False,
         max_batch_tokens: int | None = None,
     ) -> None:
-        self.model = backbone_of(model)
         self.tokenizer = tokenizer
-        self.pooling = pooling
+        # The one pooled module (backbone -> pooling) that encodes here and that training wraps.
+        self.module = PooledModel(backbone_of(model), pooling)
         # Padded tokens per forward; None = automatic (CPU_BATCH_TOKENS on CPU, no cap on GPUs).
         self.max_batch_tokens = max_batch_tokens
         if max_length is None:  # the default, capped by what the model can attend to
@@ -113,12 +114,17 @@ class Encoder:
         self._max_length, self._append_eos = max_length, bool(append_eos)
 
     @property
+    def model(self) -> torch.nn.Module:
+        """The bare transformer backbone (e.g. ``LlamaModel``)."""
+        return self.module.backbone
+
+    @property
     def pooling(self) -> str:
-        return self._pooling
+        return self.module.pooling
 
     @pooling.setter
     def pooling(self, mode: str) -> None:
-        self._pooling = check_pooling_mode(mode)
+        self.module.pooling = check_pooling_mode(mode)
 
     @property
     def max_length(self) -> int:
@@ -211,9 +217,7 @@ class Encoder:
 
     def embed_batch(self, batch: TokenizedBatch) -> torch.Tensor:
         """Forward + pooling for one batch; autograd is left to the caller (``encode`` runs it under inference mode)."""
-        batch = batch.to(self.device)
-        hidden = self.model(**batch.model_inputs()).last_hidden_state
-        return pool(hidden, batch.pool_mask, batch.attention_mask, self.pooling)
+        return embed(self.module, batch, self.device)
 
     # ---------------------------------------------------------------- encode
     def encode(

@@ -4,6 +4,15 @@ Components (math, data, loop) live in this package's modules; the stage recipes 
 backbone live in ``decoder2vec.training.recipes``.
 """
 
+from decoder2vec.training.config import (
+    ContrastiveConfig,
+    LoraSettings,
+    MNTPConfig,
+    PipelineConfig,
+    SimCSEConfig,
+    StageConfig,
+    SupervisedConfig,
+)
 from decoder2vec.training.errors import (
     BatchSizeError,
     CorpusError,
@@ -15,9 +24,34 @@ from decoder2vec.training.errors import (
 
 __all__ = [
     "BatchSizeError",
+    "ContrastiveConfig",
     "CorpusError",
+    "LoraSettings",
+    "MNTPConfig",
     "MissingColumnError",
     "OutputExistsError",
+    "PipelineConfig",
     "ResumeMismatchError",
+    "SimCSEConfig",
+    "StageConfig",
+    "SupervisedConfig",
     "TrainingError",
+    "convert",
+    "run_mntp",
+    "run_simcse",
+    "run_supervised",
 ]
+
+
+def __getattr__(name: str):
+    # The recipes import torch, peft and transformers: load them on first use, not with the package.
+    if name in ("convert", "run_mntp", "run_simcse", "run_supervised"):
+        from decoder2vec.training.recipes import mntp, pipeline, simcse, supervised
+
+        return {
+            "convert": pipeline.convert,
+            "run_mntp": mntp.run_mntp,
+            "run_simcse": simcse.run_simcse,
+            "run_supervised": supervised.run_supervised,
+        }[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

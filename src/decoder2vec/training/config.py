@@ -205,6 +205,8 @@ def apply_overrides(cfg, assignments: list[str] | None, prefix: str | None = Non
 # Learning rate x steps below which a LoRA stage barely moves the model. The paper's stages sit at
 # 0.03-0.05 (e.g. SimCSE 3e-5 x 1000 steps of batch 128); 40 steps at the paper's rates give 0.001.
 SHORT_RUN_BUDGET = 0.01
+# Rates measured to work for short CPU runs (BENCHMARKS.md: the SimCSE sweep and the cpu-1h budget).
+CPU_RATES = {"mntp": "3e-4", "simcse": "3e-3"}
 
 
 def short_run_warning(cfg: StageConfig, stage: str) -> str | None:
@@ -215,7 +217,7 @@ def short_run_warning(cfg: StageConfig, stage: str) -> str | None:
     return (
         f"{stage}: {cfg.max_steps} steps at learning rate {cfg.learning_rate:g} will barely change the model "
         f"(learning rate x steps = {budget:.2g}; the paper's recipes assume about 1000 steps). For short CPU "
-        f"runs raise the rate (e.g. --set {stage}.learning_rate=3e-3 for SimCSE, 3e-4 for MNTP) or see "
+        f"runs raise the rate (e.g. --set {stage}.learning_rate={CPU_RATES.get(stage, '1e-3')}) or see "
         "BENCHMARKS.md for CPU budgets"
     )
 

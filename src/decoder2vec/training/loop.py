@@ -41,6 +41,7 @@ class Stage:
     make_batch: Callable[[list[int]], Any]  # global batch indices -> this process's batch
     step: StepFn  # (prepared model, batch, accelerator) -> {"loss": float, "tokens": int, ...}; does backward
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None
+    eval_every: int = 0  # steps between evaluations (0: only at the end)
 
 
 def make_accelerator(cfg: StageConfig):
@@ -202,7 +203,7 @@ def _train(stage: Stage, cfg: StageConfig, run_dir: Path, acc, start_from, callb
             last = entry
             window, window_steps, window_seconds = {}, 0, 0.0
 
-        if stage.evaluate is not None and cfg_eval_due(cfg, step):
+        if stage.evaluate is not None and eval_due(stage.eval_every, step, cfg.max_steps):
             model.eval()
             with torch.no_grad():
                 scores = stage.evaluate(model)
@@ -219,9 +220,8 @@ def _train(stage: Stage, cfg: StageConfig, run_dir: Path, acc, start_from, callb
     return last
 
 
-def cfg_eval_due(cfg: StageConfig, step: int) -> bool:
-    every = getattr(cfg, "eval_every", 0)
-    return step == cfg.max_steps or (every > 0 and step % every == 0)
+def eval_due(every: int, step: int, max_steps: int) -> bool:
+    return step == max_steps or (every > 0 and step % every == 0)
 
 
 def save(

@@ -1,4 +1,5 @@
-"""Training-time model wrappers: LoRA injection, the MNTP head, and the pooled embedder.
+"""Training-time model wrappers: LoRA injection and the MNTP head (the pooled embedder is
+:class:`decoder2vec.encoding.model.PooledModel`, shared with the Encoder).
 
 The wrappers are ``nn.Module``s whose ``forward`` does all the work, so DDP (via accelerate) sees one
 forward per backward and synchronises gradients correctly.
@@ -10,8 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from decoder2vec.encoding.pooling import check_pooling_mode, pool
-from decoder2vec.encoding.tokenization import TokenizedBatch
+from decoder2vec.encoding.model import PooledModel, embed
 from decoder2vec.training.config import LoraSettings
 from decoder2vec.training.losses import shift_labels
 from decoder2vec.training.masking import IGNORE_INDEX
@@ -79,22 +79,7 @@ class MNTPModel(nn.Module):
         return {"loss": loss, "correct": correct.detach(), "count": count.detach()}
 
 
-class Embedder(nn.Module):
-    """A bare transformer followed by pooling: (TokenizedBatch) -> (B, D) embeddings."""
+# The pooled embedder *is* the encoder's module (kept under its training-side name).
+Embedder = PooledModel
 
-    def __init__(self, model: nn.Module, pooling: str = "mean") -> None:
-        super().__init__()
-        self.model = model
-        self.pooling = check_pooling_mode(pooling)
-
-    def forward(self, input_ids, attention_mask, position_ids, pool_mask) -> torch.Tensor:
-        hidden = self.model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
-        ).last_hidden_state
-        return pool(hidden, pool_mask, attention_mask, self.pooling)
-
-
-def embed(embedder: nn.Module, batch: TokenizedBatch, device: torch.device) -> torch.Tensor:
-    """Call ``embedder`` (possibly DDP-wrapped) on a tokenized batch."""
-    b = batch.to(device)
-    return embedder(b.input_ids, b.attention_mask, b.position_ids, b.pool_mask)
+__all__ = ["Embedder", "MNTPModel", "PooledModel", "add_lora", "embed", "set_attention_dropout", "trainable_state"]

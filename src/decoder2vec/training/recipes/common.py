@@ -37,8 +37,11 @@ def load_for_training(cfg: StageConfig, accelerator, *, with_lm_head: bool):
         checkpointing = accelerator.device.type == "cuda"
     if checkpointing:
         # transformers 5 renamed it (the old name warns); older releases only have the old one
-        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         model.config.use_cache = False
     return model, tokenizer
 

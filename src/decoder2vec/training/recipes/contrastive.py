@@ -1,24 +1,28 @@
-"""Shared machinery of the two contrastive stages (unsupervised SimCSE and supervised hard negatives).
+"""What the two contrastive recipes (unsupervised SimCSE, supervised hard negatives) share.
 
-Every step embeds *one* concatenated batch holding all the texts of the step (both dropout views, or
-queries + positives + negatives), so DDP sees one forward per backward; ``loss_fn`` slices it. With
-``mini_batch_size`` the batch is embedded by GradCache in micro-batches with an identical gradient.
+A :class:`ContrastiveRecipe` owns its step, torchtune-style: ``setup`` loads the data and wraps the
+encoder's own pooled module (backbone -> pooling, with a fresh LoRA in the backbone); ``make_batch``
+returns a :class:`ContrastiveBatch` that carries its own bookkeeping; ``step`` embeds the whole batch in
+one forward (both dropout views, or queries + positives + negatives), so DDP sees one forward per backward,
+and backpropagates the subclass's ``loss``. With ``mini_batch_size`` the batch is embedded by GradCache in
+micro-batches with an identical gradient.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 
+from decoder2vec.encoding.model import embed
 from decoder2vec.encoding.tokenization import TokenizedBatch
-from decoder2vec.training.config import ContrastiveConfig
+from decoder2vec.training.config import ContrastiveConfig, check_stage
 from decoder2vec.training.distributed import world
 from decoder2vec.training.gradcache import grad_cache_step, split_batch
-from decoder2vec.training.loop import Stage, train
-from decoder2vec.training.modules import Embedder, add_lora, embed, set_attention_dropout
+from decoder2vec.training.loop import Stage, make_accelerator, train
+from decoder2vec.training.modules import add_lora, set_attention_dropout
 from decoder2vec.training.recipes.common import (
     StageResult,
     identity,
@@ -28,91 +32,111 @@ from decoder2vec.training.recipes.common import (
 )
 
 
-class BuiltEmbedder(NamedTuple):
-    embedder: Embedder
-    peft_model: torch.nn.Module
-    tokenizer: object
-    original_dropout: float  # restored on the saved encoder: dropout is a training setting
+@dataclass
+class ContrastiveBatch:
+    """One step's texts as a single padded batch, split into ``sizes`` consecutive parts, plus the keys
+    the supervised loss filters false negatives with."""
+
+    tokens: TokenizedBatch
+    sizes: list[int]
+    positive_keys: list[str] = field(default_factory=list)
+    negative_keys: list[str] = field(default_factory=list)
 
 
-def build_embedder(cfg: ContrastiveConfig, accelerator, attention_dropout: float | None = None) -> BuiltEmbedder:
-    """The pooled LoRA model, its tokenizer and the model's own attention dropout, for a contrastive stage."""
-    base, tokenizer = load_for_training(cfg, accelerator, with_lm_head=False)
-    original = float(getattr(base.config, "attention_dropout", 0.0) or 0.0)
-    if attention_dropout is not None:
-        set_attention_dropout(base, attention_dropout)
-    peft_model = add_lora(base, cfg.lora, seed=cfg.seed)
-    return BuiltEmbedder(Embedder(peft_model, cfg.pooling).to(accelerator.device), peft_model, tokenizer, original)
+class ContrastiveRecipe:
+    """Base of the contrastive recipes; subclasses implement ``load_data``, ``make_batch`` and ``loss``."""
 
+    name = "contrastive"
+    attention_dropout: float | None = None  # None keeps the model's own
 
-def contrastive_step(
-    mini_batch_size: int | None,
-    loss_fn: Callable[[torch.Tensor], torch.Tensor],
-) -> Callable:
-    """A loop ``step``: embed the batch (directly or via GradCache), backpropagate ``loss_fn``.
+    def __init__(self, cfg: ContrastiveConfig) -> None:
+        check_stage(cfg, self.name)  # settings first: nothing is loaded or written for an impossible run
+        self.cfg = cfg
 
-    ``loss_fn`` receives this process's (N, D) embeddings and returns the loss over the *global* batch,
-    already multiplied by the world size: DDP averages gradients over processes, and each process only
-    backpropagates into its own rows, so the sum of the per-process gradients is the full-batch one.
-    """
+    # ------------------------------------------------------------------ setup
+    def load_data(self, world_size: int):
+        """Read the data and return the batch plan (before the model loads, so bad data fails fast)."""
+        raise NotImplementedError
 
-    def step(model, batch: TokenizedBatch, acc) -> dict[str, float]:
+    def setup(self, accelerator) -> None:
+        from decoder2vec.encoding.encoder import Encoder
+
+        self.acc = accelerator
+        self.rank, self.world_size = accelerator.process_index, accelerator.num_processes
+        self.plan = self.load_data(self.world_size)
+        base, tokenizer = load_for_training(self.cfg, accelerator, with_lm_head=False)
+        self.original_dropout = float(getattr(base.config, "attention_dropout", 0.0) or 0.0)
+        if self.attention_dropout is not None:
+            set_attention_dropout(base, self.attention_dropout)
+        self.peft_model = add_lora(base, self.cfg.lora, seed=self.cfg.seed)
+        # The encoder being trained: its pooled module is what the loop optimises, its tokenization plan
+        # (built once) is what every batch goes through.
+        # (max_seq_length is a cap: a recipe's 512 on a model with a shorter context uses the context)
+        max_length = min(self.cfg.max_seq_length, _context(base))
+        self.encoder = Encoder(self.peft_model, tokenizer, pooling=self.cfg.pooling, max_length=max_length)
+        self.encoder.module.to(accelerator.device)
+
+    # ------------------------------------------------------------------ one step
+    def make_batch(self, indices: list[int]) -> ContrastiveBatch:
+        raise NotImplementedError
+
+    def loss(self, reps: torch.Tensor, batch: ContrastiveBatch) -> torch.Tensor:
+        """This process's (N, D) embeddings -> the loss over the *global* batch, times the world size:
+        DDP averages gradients over processes, and each process only backpropagates into its own rows,
+        so the sum of the per-process gradients is the full-batch one."""
+        raise NotImplementedError
+
+    def step(self, model, batch: ContrastiveBatch, acc) -> dict[str, float]:
         run = lambda mb: embed(model, mb, acc.device)
+        loss_fn = lambda reps: self.loss(reps, batch)
+        mini = self.cfg.mini_batch_size
         with acc.autocast():
-            if mini_batch_size is None or mini_batch_size >= batch.input_ids.shape[0]:
-                loss = loss_fn(run(batch))
+            if mini is None or mini >= batch.tokens.input_ids.shape[0]:
+                loss = loss_fn(run(batch.tokens))
                 acc.backward(loss)
             else:
                 loss = grad_cache_step(
                     run,
-                    [split_batch(batch, mini_batch_size)],
+                    [split_batch(batch.tokens, mini)],
                     loss_fn,
                     backward=acc.backward,
                     no_sync=lambda: acc.no_sync(model),
                 )
-        return {"loss": float(loss.detach()) / world()[1], "tokens": tokens_in(batch.attention_mask)}
+        return {"loss": float(loss.detach()) / world()[1], "tokens": tokens_in(batch.tokens.attention_mask)}
 
-    return step
+    # ------------------------------------------------------------------ run and save
+    def run(
+        self,
+        out_dir: str | Path,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        callbacks: Sequence[Callable[[int], None]] = (),
+    ) -> StageResult:
+        """Set up, train with the generic loop (checkpoints, exact resume) and save the outputs."""
+        out_dir = Path(out_dir)
+        acc = make_accelerator(self.cfg)
+        self.setup(acc)
+        stage = Stage(self.name, self.encoder.module, self.plan, self.make_batch, self.step)
+        ident = identity(self.name, self.cfg, acc.num_processes)
+        metrics = train(stage, self.cfg, out_dir, ident, acc, resume=resume, overwrite=overwrite, callbacks=callbacks)
+        result = StageResult(out_dir, out_dir / "adapter", metrics=metrics)
+        if acc.is_main_process:
+            result.adapter, result.merged = self.save(out_dir)
+        acc.wait_for_everyone()
+        return result
+
+    def save(self, out_dir: Path) -> tuple[Path, Path | None]:
+        """Write ``adapter/`` and, with ``cfg.merge``, a ready ``encoder/`` (merged weights, via ``Encoder.save``)."""
+        adapter = save_adapter(self.peft_model, out_dir / "adapter")
+        if not self.cfg.merge:
+            return adapter, None
+        merged = self.peft_model.merge_and_unload()  # in place: the encoder's backbone is now merged
+        set_attention_dropout(merged, self.original_dropout)  # dropout is a training setting, not the encoder's
+        merged.eval()
+        self.encoder.max_length = max(self.encoder.max_length, min(512, _context(merged)))
+        return adapter, self.encoder.save(out_dir / "encoder", overwrite=True)
 
 
-def save_contrastive_outputs(
-    out_dir: Path, peft_model, tokenizer, cfg: ContrastiveConfig, original_dropout: float, merge: bool
-) -> tuple[Path, Path | None]:
-    """Write ``adapter/`` and, with ``merge``, a ready ``encoder/`` (merged weights, via ``Encoder.save``)."""
-    from decoder2vec.encoding.encoder import Encoder
-
-    adapter = save_adapter(peft_model, out_dir / "adapter")
-    if not merge:
-        return adapter, None
-    merged = peft_model.merge_and_unload()
-    set_attention_dropout(merged, original_dropout)  # dropout is a training setting, not the encoder's
-    merged.eval()
-    encoder = Encoder(merged, tokenizer, pooling=cfg.pooling)
-    return adapter, encoder.save(out_dir / "encoder", overwrite=True)
-
-
-def train_contrastive(
-    name: str,
-    cfg: ContrastiveConfig,
-    out_dir: Path,
-    acc,
-    built: BuiltEmbedder,
-    plan,
-    make_batch: Callable,
-    loss_fn: Callable[[torch.Tensor], torch.Tensor],
-    *,
-    resume: bool,
-    overwrite: bool,
-    callbacks: Sequence[Callable[[int], None]],
-) -> StageResult:
-    """Run a contrastive stage on ``built`` and write its adapter (and merged encoder with ``cfg.merge``)."""
-    stage = Stage(name, built.embedder, plan, make_batch, contrastive_step(cfg.mini_batch_size, loss_fn))
-    identity_record = identity(name, cfg, acc.num_processes)
-    metrics = train(stage, cfg, out_dir, identity_record, acc, resume=resume, overwrite=overwrite, callbacks=callbacks)
-    result = StageResult(out_dir, out_dir / "adapter", metrics=metrics)
-    if acc.is_main_process:
-        result.adapter, result.merged = save_contrastive_outputs(
-            out_dir, built.peft_model, built.tokenizer, cfg, built.original_dropout, cfg.merge
-        )
-    acc.wait_for_everyone()
-    return result
+def _context(model) -> int:
+    return int(getattr(model.config, "max_position_embeddings", None) or 512)

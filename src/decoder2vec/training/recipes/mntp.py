@@ -79,40 +79,39 @@ def evaluate_mntp(
     return {"loss": loss_sum / count, "accuracy": correct / count, "masked_tokens": count}
 
 
-def run_mntp(
-    cfg: MNTPConfig,
-    out_dir: str | Path,
-    *,
-    resume: bool = False,
-    overwrite: bool = False,
-    callbacks: Sequence[Callable[[int], None]] = (),
-) -> StageResult:
-    """Train MNTP and write ``out_dir/adapter`` (and ``out_dir/merged`` with ``cfg.merge``)."""
-    check_stage(cfg, "mntp")  # settings first: nothing is loaded or written for an impossible run
-    out_dir = Path(out_dir)
-    acc = make_accelerator(cfg)
-    rank, world = acc.process_index, acc.num_processes
+class MNTPRecipe:
+    """MNTP as one object, torchtune-style: ``setup`` (data first, then the model with a fresh LoRA),
+    ``make_batch``, ``step``, ``evaluate``; the generic loop owns checkpoints and exact resume."""
 
-    # Data first: bad input fails before the model is loaded or anything is written.
-    texts = read_texts(cfg.data, cfg.text_field)
-    lm, tokenizer = load_for_training(cfg, acc, with_lm_head=True)
-    mask_id, added = resolve_mask_token(tokenizer, cfg.mask_token)
-    if added:
-        lm.resize_token_embeddings(len(tokenizer))
-    blocks = chunk_blocks(tokenize_documents(tokenizer, texts), cfg.max_seq_length)
-    train_blocks, eval_blocks = train_eval_split(blocks, cfg.eval_fraction, cfg.seed)
-    plan = BatchPlan.single(train_blocks.shape[0], cfg.batch_size * world, cfg.seed)
-    masker = Masker(tokenizer, cfg, mask_id, lm.get_input_embeddings().weight.shape[0])
+    name = "mntp"
 
-    # LoRA goes on the inner transformer, so the adapter applies to the bare model of later stages;
-    # the LM head is only needed here, and stays frozen.
-    decoder = add_lora(lm.get_decoder(), cfg.lora, seed=cfg.seed)
-    model = MNTPModel(decoder, lm.get_output_embeddings()).to(acc.device)
+    def __init__(self, cfg: MNTPConfig) -> None:
+        check_stage(cfg, self.name)  # settings first: nothing is loaded or written for an impossible run
+        self.cfg = cfg
 
-    def make_batch(indices: list[int]) -> dict[str, torch.Tensor]:
-        return masker(train_blocks[shard(indices, rank, world)])
+    def setup(self, acc) -> None:
+        cfg = self.cfg
+        self.acc, self.rank, self.world_size = acc, acc.process_index, acc.num_processes
+        # Data first: bad input fails before the model is loaded or anything is written.
+        texts = read_texts(cfg.data, cfg.text_field)
+        lm, tokenizer = load_for_training(cfg, acc, with_lm_head=True)
+        mask_id, added = resolve_mask_token(tokenizer, cfg.mask_token)
+        if added:
+            lm.resize_token_embeddings(len(tokenizer))
+        blocks = chunk_blocks(tokenize_documents(tokenizer, texts), cfg.max_seq_length)
+        self.train_blocks, self.eval_blocks = train_eval_split(blocks, cfg.eval_fraction, cfg.seed)
+        self.plan = BatchPlan.single(self.train_blocks.shape[0], cfg.batch_size * self.world_size, cfg.seed)
+        self.masker = Masker(tokenizer, cfg, mask_id, lm.get_input_embeddings().weight.shape[0])
+        self.lm, self.tokenizer = lm, tokenizer
+        # LoRA goes on the inner transformer, so the adapter applies to the bare model of later stages;
+        # the LM head is only needed here, and stays frozen.
+        self.decoder = add_lora(lm.get_decoder(), cfg.lora, seed=cfg.seed)
+        self.model = MNTPModel(self.decoder, lm.get_output_embeddings()).to(acc.device)
 
-    def step(prepared, batch, accelerator) -> dict[str, float]:
+    def make_batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        return self.masker(self.train_blocks[shard(indices, self.rank, self.world_size)])
+
+    def step(self, prepared, batch, accelerator) -> dict[str, float]:
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with accelerator.autocast():
             out = prepared(**batch)
@@ -123,34 +122,53 @@ def run_mntp(
             "tokens": int(batch["attention_mask"].sum()),
         }
 
-    def evaluate(prepared) -> dict[str, float]:
-        if eval_blocks.shape[0] == 0:
+    def evaluate(self, prepared) -> dict[str, float]:
+        if self.eval_blocks.shape[0] == 0:
             return {}
-        subset = eval_blocks[: cfg.eval_batches * cfg.batch_size]
+        cfg, acc = self.cfg, self.acc
+        subset = self.eval_blocks[: cfg.eval_batches * cfg.batch_size]
         with acc.autocast():
-            return evaluate_mntp(
-                acc.unwrap_model(prepared), subset, masker, cfg.batch_size, cfg.seed, acc.device
-            )
+            return evaluate_mntp(acc.unwrap_model(prepared), subset, self.masker, cfg.batch_size, cfg.seed, acc.device)
 
-    stage = Stage("mntp", model, plan, make_batch, step, evaluate)
-    metrics = train(
-        stage,
-        cfg,
-        out_dir,
-        identity("mntp", cfg, world),
-        acc,
-        resume=resume,
-        overwrite=overwrite,
-        callbacks=callbacks,
-    )
+    def run(
+        self,
+        out_dir: str | Path,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        callbacks: Sequence[Callable[[int], None]] = (),
+    ) -> StageResult:
+        out_dir = Path(out_dir)
+        acc = make_accelerator(self.cfg)
+        self.setup(acc)
+        stage = Stage(
+            self.name, self.model, self.plan, self.make_batch, self.step, self.evaluate, self.cfg.eval_every
+        )
+        ident = identity(self.name, self.cfg, acc.num_processes)
+        metrics = train(stage, self.cfg, out_dir, ident, acc, resume=resume, overwrite=overwrite, callbacks=callbacks)
+        result = StageResult(out_dir, out_dir / "adapter", metrics=metrics)
+        if acc.is_main_process:
+            result.merged = self.save(out_dir)
+        acc.wait_for_everyone()
+        return result
 
-    result = StageResult(out_dir, out_dir / "adapter", metrics=metrics)
-    if acc.is_main_process:
-        save_adapter(decoder, result.adapter)
-        if cfg.merge:
-            decoder.merge_and_unload()  # merges into lm.model in place
-            result.merged = replace_folder(
-                out_dir / "merged", lambda tmp: (lm.save_pretrained(tmp), tokenizer.save_pretrained(tmp))
-            )
-    acc.wait_for_everyone()
-    return result
+    def save(self, out_dir: Path) -> Path | None:
+        """``adapter/`` and, with ``cfg.merge``, ``merged/`` (the causal LM with the adapter merged in)."""
+        save_adapter(self.decoder, out_dir / "adapter")
+        if not self.cfg.merge:
+            return None
+        self.decoder.merge_and_unload()  # merges into lm.model in place
+        lm, tokenizer = self.lm, self.tokenizer
+        return replace_folder(out_dir / "merged", lambda tmp: (lm.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
+
+
+def run_mntp(
+    cfg: MNTPConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    callbacks: Sequence[Callable[[int], None]] = (),
+) -> StageResult:
+    """Train MNTP and write ``out_dir/adapter`` (and ``out_dir/merged`` with ``cfg.merge``)."""
+    return MNTPRecipe(cfg).run(out_dir, resume=resume, overwrite=overwrite, callbacks=callbacks)

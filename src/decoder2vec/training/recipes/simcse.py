@@ -8,16 +8,40 @@ from pathlib import Path
 
 import torch
 
-from decoder2vec.encoding.tokenization import tokenize_batch
-from decoder2vec.training.config import SimCSEConfig, check_stage
+from decoder2vec.training.config import SimCSEConfig
 from decoder2vec.training.data.collate import concat_batches
 from decoder2vec.training.data.corpus import read_sentences
 from decoder2vec.training.data.sampling import BatchPlan, shard
 from decoder2vec.training.distributed import gather_with_grad
-from decoder2vec.training.loop import make_accelerator
 from decoder2vec.training.losses import simcse_loss
 from decoder2vec.training.recipes.common import StageResult
-from decoder2vec.training.recipes.contrastive import build_embedder, train_contrastive
+from decoder2vec.training.recipes.contrastive import ContrastiveBatch, ContrastiveRecipe
+
+
+class SimCSERecipe(ContrastiveRecipe):
+    """Setup, batch and loss of unsupervised SimCSE (the embed-and-backward step is the base class's)."""
+
+    name = "simcse"
+
+    def __init__(self, cfg: SimCSEConfig) -> None:
+        super().__init__(cfg)
+        self.attention_dropout = cfg.attention_dropout  # the dropout that makes the two views differ
+
+    def load_data(self, world_size: int) -> BatchPlan:
+        self.sentences = read_sentences(self.cfg.data, self.cfg.text_field, self.cfg.min_words)
+        return BatchPlan.single(len(self.sentences), self.cfg.batch_size * world_size, self.cfg.seed)
+
+    def make_batch(self, indices: list[int]) -> ContrastiveBatch:
+        texts = [self.sentences[i] for i in shard(indices, self.rank, self.world_size)]
+        one = self.encoder.tokenize(texts)
+        # the two dropout views, stacked so they go through one forward
+        tokens = concat_batches([one, one], self.encoder.tokenizer.pad_token_id)
+        return ContrastiveBatch(tokens, [len(texts), len(texts)])
+
+    def loss(self, reps: torch.Tensor, batch: ContrastiveBatch) -> torch.Tensor:
+        a, b = reps.split(batch.sizes)
+        # every sentence's second view is its positive; all other sentences of the global batch are negatives
+        return simcse_loss(gather_with_grad(a), gather_with_grad(b), self.cfg.temperature) * self.world_size
 
 
 def run_simcse(
@@ -30,26 +54,4 @@ def run_simcse(
 ) -> StageResult:
     """Train SimCSE on top of ``cfg.model`` + ``cfg.adapters`` (the MNTP adapter); writes ``adapter/``
     (and ``encoder/`` with ``cfg.merge``) under ``out_dir``."""
-    check_stage(cfg, "simcse")  # settings first: nothing is loaded or written for an impossible run
-    out_dir = Path(out_dir)
-    acc = make_accelerator(cfg)
-    rank, world_size = acc.process_index, acc.num_processes
-    sentences = read_sentences(cfg.data, cfg.text_field, cfg.min_words)
-    plan = BatchPlan.single(len(sentences), cfg.batch_size * world_size, cfg.seed)
-    built = build_embedder(cfg, acc, cfg.attention_dropout)
-    tokenizer = built.tokenizer
-
-    def make_batch(indices: list[int]):
-        one = tokenize_batch(
-            tokenizer, [sentences[i] for i in shard(indices, rank, world_size)], max_length=cfg.max_seq_length
-        )
-        return concat_batches([one, one], tokenizer.pad_token_id)  # the two dropout views, one forward
-
-    def loss_fn(reps: torch.Tensor) -> torch.Tensor:
-        a, b = reps.chunk(2)
-        return simcse_loss(gather_with_grad(a), gather_with_grad(b), cfg.temperature) * world_size
-
-    return train_contrastive(
-        "simcse", cfg, out_dir, acc, built, plan, make_batch, loss_fn,
-        resume=resume, overwrite=overwrite, callbacks=callbacks,
-    )
+    return SimCSERecipe(cfg).run(out_dir, resume=resume, overwrite=overwrite, callbacks=callbacks)
