@@ -92,20 +92,17 @@ def run_demo(
 def convert_briefly(model: str, out: Path, mntp_steps: int, simcse_steps: int) -> Path:
     """A shortened LLM2Vec conversion; a finished one in ``out`` with the same settings is reused, an
     interrupted one resumed, and a finished demo run with other settings is redone."""
-    from decoder2vec.training.config import load_pipeline
+    from decoder2vec.training.config import apply_overrides, load_pipeline
     from decoder2vec.training.errors import TrainingError
     from decoder2vec.training.recipes.pipeline import convert
 
-    cfg = load_pipeline("cpu-smoke")
-    cfg.model, cfg.stages = model, ["mntp", "simcse"]
-    cfg.mntp.max_steps, cfg.mntp.max_seq_length, cfg.mntp.eval_every = mntp_steps, 128, mntp_steps
-    cfg.simcse.max_steps, cfg.simcse.max_seq_length = simcse_steps, 48
-    # Short runs need larger steps than the paper's 5e-5 / 3e-5 (which assume 1000 steps of batch
-    # 32 / 128): these are the one-hour CPU ablation's rates (BENCHMARKS.md; SimCSE's from a sweep).
-    cfg.mntp.learning_rate, cfg.simcse.learning_rate = 3e-4, 3e-3
+    cfg = load_pipeline("demo")  # resources/recipes/demo.yaml
+    cfg.model = model
+    apply_overrides(cfg, [f"mntp.max_steps={mntp_steps}", f"mntp.eval_every={mntp_steps}", f"simcse.max_steps={simcse_steps}"])
     record = out / "recipe.json"  # written last, so the encoder folder is complete
     if not record.is_file():
-        return convert(cfg, out, resume=out.exists(), recipe_source="demo")
+        started = any((out / "stages").glob("*/run.json"))  # an interrupted demo run resumes
+        return convert(cfg, out, resume=started, recipe_source="demo")
     recorded = json.loads(record.read_text())
     if _same_settings(recorded, cfg):
         return out
