@@ -62,9 +62,9 @@ def test_no_instructions_mode(hash_encoder) -> None:
     assert {instruction for _, instruction in hash_encoder.calls} == {None}
 
 
-def test_real_encoder_from_a_path_on_every_text_task_type(tiny_model_dir: Path) -> None:
-    model = mteb_model(str(tiny_model_dir), batch_size=4)
-    assert model.mteb_model_meta.name == f"decoder2vec/{tiny_model_dir.name}"
+def test_real_encoder_from_a_path_on_every_text_task_type(tiny_byte_llama: Path) -> None:
+    model = mteb_model(str(tiny_byte_llama), batch_size=4)
+    assert model.mteb_model_meta.name == f"decoder2vec/{tiny_byte_llama.name}"
     tasks = [
         MockSTSTask(),
         MockRetrievalTask(),

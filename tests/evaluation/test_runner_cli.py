@@ -48,7 +48,7 @@ def app():
     return main_app
 
 
-def test_eval_cli_writes_results_for_model_and_every_baseline(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_eval_cli_writes_results_for_model_and_every_baseline(tmp_path: Path, tiny_byte_llama: Path) -> None:
     data = make_data_dir(tmp_path / "data")
     report = tmp_path / "report"
     result = CliRunner().invoke(
@@ -56,7 +56,7 @@ def test_eval_cli_writes_results_for_model_and_every_baseline(tmp_path: Path, ti
         [
             "eval",
             "--model",
-            str(tiny_model_dir),
+            str(tiny_byte_llama),
             "--tasks",
             "stsb,sickr,mypairs",
             "--data-dir",
@@ -89,8 +89,8 @@ def test_eval_cli_writes_results_for_model_and_every_baseline(tmp_path: Path, ti
     assert not list(report.glob(".*tmp"))  # the atomic write left no temp file behind
 
 
-def test_baselines_are_causal_and_differ_in_pooling(tiny_model_dir: Path) -> None:
-    variants = list(load_variants(str(tiny_model_dir), ["causal-mean", "causal-last_token", "echo"]))
+def test_baselines_are_causal_and_differ_in_pooling(tiny_byte_llama: Path) -> None:
+    variants = list(load_variants(str(tiny_byte_llama), ["causal-mean", "causal-last_token", "echo"]))
     assert [v.name for v in variants] == ["model", "causal-mean", "causal-last_token", "echo"]
     assert variants[0].encoder.bidirectional is True
     assert variants[0].encoder.model.config.is_causal is False
@@ -99,7 +99,7 @@ def test_baselines_are_causal_and_differ_in_pooling(tiny_model_dir: Path) -> Non
         assert inner.model.config.is_causal is True
     assert variants[2].encoder.pooling == "last_token"
     with pytest.raises(ValueError, match="unknown baseline"):
-        list(load_variants(str(tiny_model_dir), ["causal-max"]))
+        list(load_variants(str(tiny_byte_llama), ["causal-max"]))
 
 
 def test_eval_cli_reports_data_errors_without_traceback(tmp_path: Path) -> None:

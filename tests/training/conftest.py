@@ -1,4 +1,5 @@
-"""Tiny offline fixtures: a word-level tokenizer and a 2-layer Llama, saved as an HF folder."""
+"""Training data fixtures (sentences, a corpus file, supervised pairs); the model is the root factory's
+``tiny_word_llama``."""
 
 from __future__ import annotations
 
@@ -7,69 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
-WORDS = [
-    "the",
-    "a",
-    "cat",
-    "dog",
-    "sat",
-    "on",
-    "mat",
-    "ran",
-    "in",
-    "park",
-    "sun",
-    "is",
-    "hot",
-    "cold",
-    "water",
-    "ice",
-    "bird",
-    "sings",
-    "tree",
-    "green",
-    "sky",
-    "blue",
-    "red",
-    "car",
-    "drives",
-    "fast",
-    "slow",
-    "road",
-    "city",
-    "big",
-    "small",
-    "house",
-    "old",
-    "new",
-    "man",
-    "woman",
-    "child",
-    "plays",
-    "ball",
-    "reads",
-    "book",
-    "eats",
-    "food",
-    "apple",
-    "bread",
-    "rain",
-    "falls",
-    "snow",
-    "white",
-    "night",
-    "day",
-    "moon",
-    "star",
-    "light",
-    "dark",
-    "river",
-    "flows",
-    "sea",
-    "fish",
-    "swims",
-]
 
 SENTENCES = [
     "the cat sat on the mat",
@@ -99,43 +37,13 @@ SENTENCES = [
 ]
 
 
-def build_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<pad>", "<s>", "</s>", "<unk>"]
-    vocab = {
-        tok: i for i, tok in enumerate(specials + ["_"] + sorted(set(WORDS + ["an", "and", "at", "to"])))
-    }
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A", special_tokens=[("<s>", vocab["<s>"])]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
-    )
-
-
 def build_model(vocab_size: int, seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """The training tests' tiny causal Llama (the root factory's ``WORD_LLAMA`` settings)."""
+    from tests.conftest import WORD_LLAMA, build_tokenizer, tiny_causal_lm
 
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=max(128, vocab_size),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=256,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-        tie_word_embeddings=False,
-        initializer_range=0.15,  # larger than default so a frozen LM head can express confident predictions
-    )
-    return LlamaForCausalLM(config)
+    options = {k: v for k, v in WORD_LLAMA.items() if k != "tokenizer"}
+    tokenizer = build_tokenizer(kind="words")
+    return tiny_causal_lm("llama", tokenizer, seed=seed, vocab_size=max(128, vocab_size), **options)
 
 
 @pytest.fixture(autouse=True)
@@ -149,18 +57,10 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    """An HF folder (config, weights, tokenizer) that ``load_backbone`` can read offline."""
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = build_tokenizer()
-    build_model(len(tokenizer)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="session")
 def tiny_tokenizer():
-    return build_tokenizer()
+    from tests.conftest import build_tokenizer
+
+    return build_tokenizer(kind="words")
 
 
 @pytest.fixture()

@@ -18,7 +18,7 @@ supervised: {max_seq_length: 16, batch_size: 4, mini_batch_size: 2, warmup_steps
 """
 
 
-def test_convert_end_to_end(tiny_model_dir, text_corpus, pairs_file, tmp_path):
+def test_convert_end_to_end(tiny_word_llama, text_corpus, pairs_file, tmp_path):
     from decoder2vec import Encoder
     from decoder2vec.backbone.loading import load_backbone
     from decoder2vec.encoding.pooling import pool
@@ -30,7 +30,7 @@ def test_convert_end_to_end(tiny_model_dir, text_corpus, pairs_file, tmp_path):
     args = [
         "convert",
         "--model",
-        str(tiny_model_dir),
+        str(tiny_word_llama),
         "--out",
         str(out),
         "--config",
@@ -63,7 +63,7 @@ def test_convert_end_to_end(tiny_model_dir, text_corpus, pairs_file, tmp_path):
     encoder = Encoder.from_pretrained(out)
     texts = ["the cat sat on the mat", "a dog ran"]
     model, tok = load_backbone(
-        tiny_model_dir, adapters=[out / "adapters" / s for s in ("mntp", "simcse", "supervised")]
+        tiny_word_llama, adapters=[out / "adapters" / s for s in ("mntp", "simcse", "supervised")]
     )
     batch = tokenize_batch(tok, texts, max_length=32)
     with torch.no_grad():
@@ -71,7 +71,7 @@ def test_convert_end_to_end(tiny_model_dir, text_corpus, pairs_file, tmp_path):
             model(**batch.model_inputs()).last_hidden_state, batch.pool_mask, batch.attention_mask, "mean"
         )
     assert torch.allclose(torch.from_numpy(encoder.encode(texts)), expected, atol=1e-5)
-    base, _ = load_backbone(tiny_model_dir)
+    base, _ = load_backbone(tiny_word_llama)
     with torch.no_grad():
         untrained = pool(
             base(**batch.model_inputs()).last_hidden_state, batch.pool_mask, batch.attention_mask, "mean"
@@ -91,12 +91,12 @@ def test_convert_end_to_end(tiny_model_dir, text_corpus, pairs_file, tmp_path):
     assert torch.allclose(torch.from_numpy(Encoder.from_pretrained(out).encode(texts)), expected, atol=1e-5)
 
 
-def test_train_commands_report_bad_input(tiny_model_dir, tmp_path):
+def test_train_commands_report_bad_input(tiny_word_llama, tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")
     result = runner.invoke(
         app,
-        ["train", "mntp", "--model", str(tiny_model_dir), "--data", str(empty), "--out", str(tmp_path / "o")],
+        ["train", "mntp", "--model", str(tiny_word_llama), "--data", str(empty), "--out", str(tmp_path / "o")],
     )
     assert result.exit_code == 1 and "is empty" in result.output
     missing = tmp_path / "pairs.jsonl"
@@ -107,7 +107,7 @@ def test_train_commands_report_bad_input(tiny_model_dir, tmp_path):
             "train",
             "supervised",
             "--model",
-            str(tiny_model_dir),
+            str(tiny_word_llama),
             "--data",
             str(missing),
             "--out",
@@ -118,14 +118,14 @@ def test_train_commands_report_bad_input(tiny_model_dir, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_train_mntp_command(tiny_model_dir, text_corpus, tmp_path):
+def test_train_mntp_command(tiny_word_llama, text_corpus, tmp_path):
     result = runner.invoke(
         app,
         [
             "train",
             "mntp",
             "--model",
-            str(tiny_model_dir),
+            str(tiny_word_llama),
             "--data",
             str(text_corpus),
             "--out",
@@ -151,7 +151,7 @@ def test_train_mntp_command(tiny_model_dir, text_corpus, tmp_path):
             "train",
             "simcse",
             "--model",
-            str(tiny_model_dir),
+            str(tiny_word_llama),
             "--data",
             str(text_corpus),
             "--out",

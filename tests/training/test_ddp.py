@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_ddp_matches_single_process_full_batch(tiny_model_dir, text_corpus, pairs_file, tmp_path):
-    args = [str(tiny_model_dir), str(text_corpus), str(pairs_file)]
+def test_ddp_matches_single_process_full_batch(tiny_word_llama, text_corpus, pairs_file, tmp_path):
+    args = [str(tiny_word_llama), str(text_corpus), str(pairs_file)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [
@@ -88,14 +88,14 @@ def test_ddp_matches_single_process_full_batch(tiny_model_dir, text_corpus, pair
 
 
 @pytest.mark.slow
-def test_train_command_runs_under_torchrun(tiny_model_dir, text_corpus, tmp_path):
+def test_train_command_runs_under_torchrun(tiny_word_llama, text_corpus, tmp_path):
     """The documented multi-process CPU launch: both ranks train, only rank 0 prints the result paths."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     out = tmp_path / "run"
     proc = subprocess.run(
         [
             sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-            "-m", "decoder2vec.cli", "train", "simcse", "--out", str(out), "--model", str(tiny_model_dir),
+            "-m", "decoder2vec.cli", "train", "simcse", "--out", str(out), "--model", str(tiny_word_llama),
             "--data", str(text_corpus), "--steps", "2", "--batch-size", "2", "--max-seq-length", "16",
             "--no-merge",
         ],

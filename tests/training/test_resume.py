@@ -37,9 +37,9 @@ def assert_same(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
-def configs(tiny_model_dir, text_corpus, pairs_file):
+def configs(tiny_word_llama, text_corpus, pairs_file):
     common = {
-        "model": str(tiny_model_dir),
+        "model": str(tiny_word_llama),
         "max_steps": 6,
         "save_every": 2,
         "log_every": 1,
@@ -67,8 +67,8 @@ def configs(tiny_model_dir, text_corpus, pairs_file):
 
 
 @pytest.mark.parametrize("stage", ["mntp", "simcse", "supervised"])
-def test_resume_after_crash_matches_uninterrupted(stage, tiny_model_dir, text_corpus, pairs_file, tmp_path):
-    run, cfg = configs(tiny_model_dir, text_corpus, pairs_file)[stage]
+def test_resume_after_crash_matches_uninterrupted(stage, tiny_word_llama, text_corpus, pairs_file, tmp_path):
+    run, cfg = configs(tiny_word_llama, text_corpus, pairs_file)[stage]
     run(cfg, tmp_path / "straight")
     with pytest.raises(Crash):
         run(cfg, tmp_path / "broken", callbacks=[crash_at(3)])  # step 3 is lost: last checkpoint is step 2
@@ -84,8 +84,8 @@ def test_resume_after_crash_matches_uninterrupted(stage, tiny_model_dir, text_co
     )
 
 
-def test_resume_after_sigkill(tiny_model_dir, text_corpus, tmp_path):
-    cfg = configs(tiny_model_dir, text_corpus, text_corpus)["mntp"][1]
+def test_resume_after_sigkill(tiny_word_llama, text_corpus, tmp_path):
+    cfg = configs(tiny_word_llama, text_corpus, text_corpus)["mntp"][1]
     run_mntp(cfg, tmp_path / "straight")
     script = textwrap.dedent(f"""
         import os, signal
@@ -116,10 +116,10 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_resume_from_another_recipe_or_model_is_refused(tiny_model_dir, text_corpus, tmp_path):
+def test_resume_from_another_recipe_or_model_is_refused(tiny_word_llama, text_corpus, tmp_path):
     from decoder2vec.training.errors import OutputExistsError, ResumeMismatchError
 
-    cfg = configs(tiny_model_dir, text_corpus, text_corpus)["mntp"][1]
+    cfg = configs(tiny_word_llama, text_corpus, text_corpus)["mntp"][1]
     cfg.max_steps = 2
     run_mntp(cfg, tmp_path / "run")
     before = snapshot(tmp_path / "run")
@@ -129,7 +129,7 @@ def test_resume_from_another_recipe_or_model_is_refused(tiny_model_dir, text_cor
         run_mntp(cfg, tmp_path / "run", resume=True)
     cfg.learning_rate = 5e-3
     other_model = tmp_path / "other-model"
-    other_model.symlink_to(tiny_model_dir)
+    other_model.symlink_to(tiny_word_llama)
     cfg.model = str(other_model)
     with pytest.raises(ResumeMismatchError, match="model:"):
         run_mntp(cfg, tmp_path / "run", resume=True)
@@ -144,30 +144,30 @@ def test_resume_from_another_recipe_or_model_is_refused(tiny_model_dir, text_cor
     assert (tmp_path / "mine" / "thesis.txt").read_text() == "precious"
 
 
-def test_bad_input_fails_before_writing(tiny_model_dir, text_corpus, tmp_path):
+def test_bad_input_fails_before_writing(tiny_word_llama, text_corpus, tmp_path):
     from decoder2vec.training.errors import BatchSizeError, CorpusError, TrainingError
 
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
     with pytest.raises(CorpusError, match="empty"):
-        run_mntp(MNTPConfig(model=str(tiny_model_dir), data=str(empty)), tmp_path / "a")
+        run_mntp(MNTPConfig(model=str(tiny_word_llama), data=str(empty)), tmp_path / "a")
     tiny = tmp_path / "tiny.jsonl"
     tiny.write_text('{"text": ""}\n')
     with pytest.raises(CorpusError):
-        run_mntp(MNTPConfig(model=str(tiny_model_dir), data=str(tiny)), tmp_path / "b")
+        run_mntp(MNTPConfig(model=str(tiny_word_llama), data=str(tiny)), tmp_path / "b")
     with pytest.raises(BatchSizeError, match="batch size 1000 is larger than the data set"):
         run_simcse(
-            SimCSEConfig(model=str(tiny_model_dir), data=str(text_corpus), batch_size=1000), tmp_path / "c"
+            SimCSEConfig(model=str(tiny_word_llama), data=str(text_corpus), batch_size=1000), tmp_path / "c"
         )
     with pytest.raises(TrainingError, match="needs data"):
-        run_supervised(SupervisedConfig(model=str(tiny_model_dir)), tmp_path / "d")
+        run_supervised(SupervisedConfig(model=str(tiny_word_llama)), tmp_path / "d")
     assert not any((tmp_path / name).exists() for name in "abcd")
 
 
-def test_gradient_checkpointing_gives_the_same_training(tiny_model_dir, text_corpus, pairs_file, tmp_path):
+def test_gradient_checkpointing_gives_the_same_training(tiny_word_llama, text_corpus, pairs_file, tmp_path):
     """The GPU default (activation checkpointing, recomputed in backward with the stashed RNG state)
     trains exactly like the plain path, dropout and GradCache included."""
-    run, cfg = configs(tiny_model_dir, text_corpus, pairs_file)["simcse"]
+    run, cfg = configs(tiny_word_llama, text_corpus, pairs_file)["simcse"]
     cfg.max_steps = 2
     cfg.gradient_checkpointing = False
     run(cfg, tmp_path / "plain")

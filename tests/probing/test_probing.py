@@ -136,7 +136,7 @@ def test_probe_learns_a_word_determined_tagging(tiny_encoder) -> None:
     assert scores["accuracy"] >= 90.0
 
 
-def test_probe_cli(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_probe_cli(tiny_byte_llama: Path, tmp_path: Path) -> None:
     from decoder2vec.cli import app
 
     path = tmp_path / "train.txt"
@@ -148,7 +148,7 @@ def test_probe_cli(tiny_model_dir: Path, tmp_path: Path) -> None:
             "analyze",
             "probe",
             "--model",
-            str(tiny_model_dir),
+            str(tiny_byte_llama),
             "--train",
             str(path),
             "--test",

@@ -81,7 +81,7 @@ def test_layer_similarity_invariants(tiny_encoder) -> None:
     assert np.isnan(mean[:, n:]).all()
 
 
-def test_layer_similarity_plot_and_cli(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_layer_similarity_plot_and_cli(tiny_byte_llama: Path, tmp_path: Path) -> None:
     from decoder2vec.cli import app
 
     texts = tmp_path / "texts.txt"
@@ -92,7 +92,7 @@ def test_layer_similarity_plot_and_cli(tiny_model_dir: Path, tmp_path: Path) -> 
             "analyze",
             "layer-similarity",
             "--model",
-            str(tiny_model_dir),
+            str(tiny_byte_llama),
             "--out",
             str(tmp_path / "o"),
             "--texts",
@@ -104,7 +104,7 @@ def test_layer_similarity_plot_and_cli(tiny_model_dir: Path, tmp_path: Path) -> 
     summary = json.loads((tmp_path / "o" / "layer_similarity.json").read_text())
     assert summary["n_texts"] == 2 and summary["mean_per_layer"][0] == pytest.approx(1.0)
     result = CliRunner().invoke(
-        app, ["analyze", "future-tokens", "--model", str(tiny_model_dir), "--out", str(tmp_path / "f")]
+        app, ["analyze", "future-tokens", "--model", str(tiny_byte_llama), "--out", str(tmp_path / "f")]
     )
     assert result.exit_code == 0, result.output
     assert_png(tmp_path / "f" / "future_tokens.png")
@@ -114,7 +114,7 @@ def test_layer_similarity_plot_and_cli(tiny_model_dir: Path, tmp_path: Path) -> 
             "analyze",
             "future-tokens",
             "--model",
-            str(tiny_model_dir),
+            str(tiny_byte_llama),
             "--out",
             str(tmp_path / "g"),
             "--tuples",
