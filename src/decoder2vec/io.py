@@ -161,8 +161,15 @@ def check_unicode(text: str, where: str) -> str:
     return text
 
 
-def iter_jsonl(path: str | Path, lines: list[str] | None = None) -> Iterator[tuple[int, Any]]:
-    """``(line_number, record)`` for each non-blank line of a JSONL file; bad JSON names file and line."""
+def iter_jsonl(
+    path: str | Path,
+    lines: list[str] | None = None,
+    *,
+    error: Callable[[int, str], Exception] | None = None,
+) -> Iterator[tuple[int, Any]]:
+    """``(line_number, record)`` for each non-blank line of a JSONL file (read as UTF-8 unless ``lines``
+    are given). Bad JSON raises ``error(line, detail)`` — by default an :class:`InputError` naming file
+    and line — so each reader keeps its own error type while sharing one parser."""
     name = str(path)
     if lines is None:
         lines = read_text_lines(path)
@@ -172,4 +179,6 @@ def iter_jsonl(path: str | Path, lines: list[str] | None = None) -> Iterator[tup
         try:
             yield number, json.loads(line)
         except json.JSONDecodeError as exc:
+            if error is not None:
+                raise error(number, exc.msg) from None
             raise InputError(f"{name}:{number}: not valid JSON ({exc.msg})") from None

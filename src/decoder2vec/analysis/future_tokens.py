@@ -8,7 +8,6 @@ whose states carry future information ranks s+ above s-.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -22,7 +21,7 @@ from decoder2vec.analysis.plotting import attention_mode, new_figure, save_figur
 from decoder2vec.encoding.pooling import pool
 from decoder2vec.encoding.tokenization import special_token_frame
 from decoder2vec.evaluation.errors import DataFormatError
-from decoder2vec.io import write_json_atomic
+from decoder2vec.io import iter_jsonl, write_json_atomic
 
 RESOURCE = "future_token_tuples.jsonl"
 
@@ -46,13 +45,8 @@ def load_tuples(path: str | Path | None = None) -> list[FutureTuple]:
             raise DataFormatError(source, "file not found")
         text = source.read_text(encoding="utf-8")
     tuples = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(source, f"invalid JSON ({exc.msg})", lineno) from None
+    bad_json = lambda lineno, detail: DataFormatError(source, f"invalid JSON ({detail})", lineno)
+    for lineno, obj in iter_jsonl(source, text.splitlines(), error=bad_json):
         if not isinstance(obj, dict) or not all(
             isinstance(obj.get(k), str) and obj[k].strip() for k in "abcd"
         ):

@@ -59,7 +59,9 @@ def import_gguf(
             tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
             config = AutoConfig.from_pretrained(folder, gguf_file=name)
             set_head_dim(config, gguf_path)
-            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, config=config, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, gguf_file=name, config=config, dtype=torch.float32
+            )
         except Exception as exc:  # transformers raises many types for a bad file; name the file in one
             raise ModelLoadError(f"transformers could not read GGUF file {gguf_path}: {exc}") from exc
         fix_special_tokens(tokenizer, model.config, eos_token=eos_token, pad_token=pad_token)

@@ -25,6 +25,7 @@ from decoder2vec.evaluation.tasks import (
     RetrievalData,
     STSData,
 )
+from decoder2vec.io import iter_jsonl
 
 __all__ = [
     "DataFormatError",
@@ -134,17 +135,10 @@ def _tsv_records(path: Path, required: tuple[str, ...] = ()) -> Iterator[Record]
 
 
 def _jsonl_records(path: Path) -> Iterator[Record]:
-    n_rows = 0
-    for lineno, line in enumerate(_read_lines(path), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(path, f"invalid JSON ({exc.msg})", lineno) from None
+    bad_json = lambda lineno, detail: DataFormatError(path, f"invalid JSON ({detail})", lineno)
+    for lineno, obj in iter_jsonl(path, _read_lines(path), error=bad_json):
         if not isinstance(obj, dict):
             raise DataFormatError(path, "each line must be a JSON object", lineno)
-        n_rows += 1
         yield lineno, obj
 
 

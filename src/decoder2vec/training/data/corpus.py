@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from decoder2vec.io import iter_jsonl
 from decoder2vec.training.errors import CorpusError, MissingColumnError
 
 WIKI_SOURCES = ("wiki", "wiki-offline")
@@ -87,17 +88,11 @@ def split_sentences(text: str, min_words: int = 4) -> list[str]:
 
 
 def _read_jsonl(path: Path, text_field: str) -> Iterator[str]:
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CorpusError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(record, dict) or text_field not in record:
-                raise MissingColumnError(f"{path}:{lineno}: record has no '{text_field}' field")
-            yield str(record[text_field])
+    bad_json = lambda lineno, detail: CorpusError(f"{path}:{lineno}: not valid JSON ({detail})")
+    for lineno, record in iter_jsonl(path, error=bad_json):
+        if not isinstance(record, dict) or text_field not in record:
+            raise MissingColumnError(f"{path}:{lineno}: record has no '{text_field}' field")
+        yield str(record[text_field])
 
 
 def _read_file(path: Path, text_field: str) -> Iterator[str]:

@@ -7,10 +7,10 @@ Batches are drawn from one task at a time (see ``sampling.BatchPlan``).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from decoder2vec.io import iter_jsonl
 from decoder2vec.training.errors import CorpusError, MissingColumnError, TrainingError
 
 
@@ -44,35 +44,29 @@ def read_pairs(
     if not path.is_file():
         raise CorpusError(f"supervised data {path} does not exist")
     examples = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CorpusError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-            for col in ("query", "positive") + (("negatives",) if num_negatives else ()):
-                if not isinstance(rec, dict) or col not in rec:
-                    raise MissingColumnError(f"{path}:{lineno}: record has no '{col}' field")
-            negatives = rec.get("negatives") or []
-            if isinstance(negatives, str):
-                negatives = [negatives]
-            if len(negatives) < num_negatives:
-                raise TrainingError(
-                    f"{path}:{lineno}: {len(negatives)} negatives, the recipe needs {num_negatives}"
-                )
-            task = str(rec.get("task") or "default")
-            examples.append(
-                PairExample(
-                    query=str(rec["query"]),
-                    positive=str(rec["positive"]),
-                    negatives=tuple(str(n) for n in negatives[:num_negatives]),
-                    instruction=str(rec.get("instruction") or ""),
-                    task=task,
-                    symmetric=bool(rec.get("symmetric", False)) or task in symmetric_tasks,
-                )
+    bad_json = lambda lineno, detail: CorpusError(f"{path}:{lineno}: not valid JSON ({detail})")
+    for lineno, rec in iter_jsonl(path, error=bad_json):
+        for col in ("query", "positive") + (("negatives",) if num_negatives else ()):
+            if not isinstance(rec, dict) or col not in rec:
+                raise MissingColumnError(f"{path}:{lineno}: record has no '{col}' field")
+        negatives = rec.get("negatives") or []
+        if isinstance(negatives, str):
+            negatives = [negatives]
+        if len(negatives) < num_negatives:
+            raise TrainingError(
+                f"{path}:{lineno}: {len(negatives)} negatives, the recipe needs {num_negatives}"
             )
+        task = str(rec.get("task") or "default")
+        examples.append(
+            PairExample(
+                query=str(rec["query"]),
+                positive=str(rec["positive"]),
+                negatives=tuple(str(n) for n in negatives[:num_negatives]),
+                instruction=str(rec.get("instruction") or ""),
+                task=task,
+                symmetric=bool(rec.get("symmetric", False)) or task in symmetric_tasks,
+            )
+        )
     if not examples:
         raise CorpusError(f"supervised data {path} is empty")
     return examples
