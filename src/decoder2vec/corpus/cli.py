@@ -1,0 +1,72 @@
+"""``decoder2vec embed-corpus``: embed files of texts into resumable Parquet shards (local or Ray)."""
+
+# No `from __future__ import annotations`: typer reads the Annotated options at runtime.
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from decoder2vec.cli_common import DEFAULT_MODEL_NAME, ModelOption, reports_errors
+
+
+@reports_errors
+def embed_corpus(
+    inputs: Annotated[
+        list[str], typer.Argument(help="JSONL, Parquet or text files (one text per line); globs allowed.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder of Parquet shards and manifest.json.")
+    ],
+    model: ModelOption = DEFAULT_MODEL_NAME,
+    field: Annotated[
+        str, typer.Option(help="Text field of JSONL records / column of Parquet files.")
+    ] = "text",
+    id_field: Annotated[str, typer.Option(help="Id field; records without it get file:line.")] = "id",
+    instruction: Annotated[str | None, typer.Option(help="Instruction attended to but not pooled.")] = None,
+    normalize: Annotated[bool, typer.Option("--normalize", help="L2-normalise the embeddings.")] = False,
+    pooling: Annotated[str | None, typer.Option(help="mean, weighted_mean, last_token or bos.")] = None,
+    max_length: Annotated[
+        int | None, typer.Option(help="Token limit per text (default: the model's).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 32,
+    shard_size: Annotated[
+        int, typer.Option(help="Texts per Parquet shard (the unit of resumption).")
+    ] = 10_000,
+    engine: Annotated[str, typer.Option(help="local (one process) or ray (Ray Data actors).")] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster to join ('auto', 'ray://head:10001'); default: start one.")
+    ] = None,
+    num_workers: Annotated[int, typer.Option(help="Ray encoder actors (one per GPU on a GPU cluster).")] = 1,
+    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray actor (0: CPU only).")] = 0.0,
+    threads_per_worker: Annotated[int, typer.Option(help="CPU threads (and Ray CPUs) per Ray actor.")] = 1,
+) -> None:
+    """Embed a corpus into Parquet shards; re-running the same command resumes after a crash."""
+    from decoder2vec.corpus.pipeline import embed_corpus_files
+
+    if engine == "ray":
+        # Ray Data logs each execution at INFO; our progress bar and summary say what matters.
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    result = embed_corpus_files(
+        inputs,
+        out,
+        model=model,
+        field=field,
+        id_field=id_field,
+        instruction=instruction,
+        normalize=normalize,
+        pooling=pooling,
+        max_length=max_length,
+        batch_size=batch_size,
+        shard_size=shard_size,
+        engine=engine,
+        ray_address=ray_address,
+        num_workers=num_workers,
+        gpus_per_worker=gpus_per_worker,
+        threads_per_worker=threads_per_worker,
+    )
+    skipped = f" ({result.skipped_shards} already done)" if result.skipped_shards else ""
+    typer.echo(
+        f"wrote {result.rows} embeddings of dimension {result.dimension} in {result.shards} shards"
+        f"{skipped} to {result.out}"
+    )

@@ -1,0 +1,180 @@
+"""One corpus run: validate inputs, check the output folder, then embed the pending shards with an engine.
+
+Order matters for the guarantees: inputs are validated and the folder's manifest compared before any
+model loads; the manifest is written before the first shard; ``complete`` is set after the last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from decoder2vec.backbone.default_model import DEFAULT_ENCODER
+from decoder2vec.corpus.inputs import Corpus, read_corpus
+from decoder2vec.corpus.manifest import (
+    INPUT_SETTINGS,
+    MODEL_SETTINGS,
+    check_same_run,
+    new_manifest,
+    read_manifest,
+    write_manifest,
+)
+from decoder2vec.corpus.model_info import check_encoder, describe_model, model_identity
+from decoder2vec.corpus.progress import ShardProgress
+from decoder2vec.corpus.shards import pending_shards, plan_shards, remove_partial_files
+from decoder2vec.errors import ConfigError
+
+ENGINES = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class CorpusResult:
+    out: Path
+    rows: int
+    dimension: int
+    shards: int
+    skipped_shards: int
+
+
+def embed_corpus_files(
+    inputs: list[str],
+    out: str | Path,
+    *,
+    model: str = DEFAULT_ENCODER,
+    field: str = "text",
+    id_field: str = "id",
+    instruction: str | None = None,
+    normalize: bool = False,
+    pooling: str | None = None,
+    max_length: int | None = None,
+    batch_size: int = 32,
+    shard_size: int = 10_000,
+    engine: str = "local",
+    ray_address: str | None = None,
+    num_workers: int = 1,
+    gpus_per_worker: float = 0.0,
+    threads_per_worker: int = 1,
+    show_progress: bool | None = None,
+) -> CorpusResult:
+    """Embed every record of ``inputs`` into Parquet shards under ``out``, resuming a previous run."""
+    _check_options(batch_size, shard_size, engine, num_workers, gpus_per_worker, threads_per_worker)
+    if engine == "ray":
+        from decoder2vec.corpus.ray_engine import import_ray
+
+        import_ray()  # a missing extra fails before anything is read
+    out = Path(out).expanduser()
+    corpus = read_corpus(inputs, field, id_field)
+    plan = plan_shards(len(corpus), shard_size)
+    model = model_identity(model)
+    settings = {
+        "model": model,
+        "instruction": instruction,
+        "normalize": normalize,
+        "field": field,
+        "id_field": id_field,
+        "shard_size": shard_size,
+    }
+    manifest = new_manifest(corpus, len(plan), settings)
+    old = read_manifest(out)
+    if old is not None:
+        check_same_run(out, old, manifest, INPUT_SETTINGS)
+    # The manifest shares `settings`, so what the model decides is recorded too.
+    settings.update(describe_model(model, pooling, max_length))
+    if old is not None:
+        check_same_run(out, old, {"settings": settings}, MODEL_SETTINGS)
+        manifest = old
+    else:
+        write_manifest(out, manifest)  # before any shard: the folder is ours from now on
+    remove_partial_files(out)
+    pending = pending_shards(out, len(plan))
+    if pending:
+        if manifest.get("complete"):  # a shard file was deleted by hand: not complete until redone
+            manifest = {**manifest, "complete": False}
+            write_manifest(out, manifest)
+        done_rows = len(corpus) - sum(len(plan[k]) for k in pending)
+        progress = ShardProgress(len(corpus), done_rows, len(plan), len(plan) - len(pending), show_progress)
+        options = EngineOptions(batch_size, ray_address, num_workers, gpus_per_worker, threads_per_worker)
+        try:
+            _run_engine(engine, corpus, plan, pending, out, settings, options, progress)
+        finally:
+            progress.close()
+    if not manifest.get("complete"):
+        write_manifest(out, {**manifest, "complete": True})
+    return CorpusResult(out, len(corpus), settings["dimension"], len(plan), len(plan) - len(pending))
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to run, as opposed to what to compute: free to change between a run and its resumption."""
+
+    batch_size: int
+    ray_address: str | None
+    num_workers: int
+    gpus_per_worker: float
+    threads_per_worker: int
+
+
+def _run_engine(
+    engine: str,
+    corpus: Corpus,
+    plan: list[range],
+    pending: list[int],
+    out: Path,
+    settings: dict[str, Any],
+    options: EngineOptions,
+    progress: ShardProgress,
+) -> None:
+    # Load exactly as the manifest says; check_encoder catches any drift from describe_model.
+    encoder_kwargs = {"pooling": settings["pooling"], "max_length": settings["max_length"]}
+    expected = {key: settings[key] for key in MODEL_SETTINGS}
+    common = {
+        "instruction": settings["instruction"],
+        "normalize": settings["normalize"],
+        "batch_size": options.batch_size,
+        "progress": progress,
+    }
+    if engine == "local":
+        from decoder2vec.cli_common import quiet_transformers
+        from decoder2vec.corpus.local import run_local
+        from decoder2vec.encoding.encoder import Encoder
+
+        quiet_transformers()
+        encoder = Encoder.from_pretrained(settings["model"], **encoder_kwargs)
+        check_encoder(encoder, expected)
+        run_local(encoder, corpus, plan, pending, out, **common)
+    else:
+        from decoder2vec.corpus.ray_engine import run_ray
+
+        run_ray(
+            corpus,
+            plan,
+            pending,
+            out,
+            model=settings["model"],
+            encoder_kwargs=encoder_kwargs,
+            expected=expected,
+            ray_address=options.ray_address,
+            num_workers=options.num_workers,
+            gpus_per_worker=options.gpus_per_worker,
+            threads_per_worker=options.threads_per_worker,
+            **common,
+        )
+
+
+def _check_options(
+    batch_size: int, shard_size: int, engine: str, num_workers: int, gpus_per_worker: float, threads: int
+) -> None:
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    for name, value in (
+        ("--batch-size", batch_size),
+        ("--shard-size", shard_size),
+        ("--num-workers", num_workers),
+    ):
+        if value < 1:
+            raise ConfigError(f"{name} must be at least 1, got {value}")
+    if threads < 1:
+        raise ConfigError(f"--threads-per-worker must be at least 1, got {threads}")
+    if gpus_per_worker < 0:
+        raise ConfigError(f"--gpus-per-worker must not be negative, got {gpus_per_worker}")
