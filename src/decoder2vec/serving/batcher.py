@@ -1,0 +1,155 @@
+"""Dynamic batching: merge the sequences of concurrent requests into length-sorted forwards.
+
+Requests queue their sequences with a future. One worker takes everything waiting (a *round*), sorts it
+longest first, splits it with :func:`~decoder2vec.encoding.encoder.plan_batches` under a padded-token
+budget, runs each forward in a single background thread (the event loop stays free) and scatters the
+rows back to each request's future. Rounds are taken in arrival order, so nothing starves.
+Capacity is counted in texts accepted and not yet answered; past it ``submit`` refuses at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from decoder2vec.encoding.encoder import plan_batches
+from decoder2vec.encoding.tokenization import Sequence
+from decoder2vec.serving.metrics import ServerMetrics
+
+logger = logging.getLogger("decoder2vec.serving")
+EmbedFn = Callable[[list[Sequence]], torch.Tensor]
+
+
+class QueueFullError(Exception):
+    """The batcher holds ``max_queue`` texts already."""
+
+
+class ShuttingDownError(Exception):
+    """The batcher is draining and takes no new work."""
+
+
+@dataclass(eq=False)
+class _Job:
+    sequences: list[Sequence]
+    future: asyncio.Future
+    rows: torch.Tensor | None = None
+    remaining: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.remaining = len(self.sequences)
+
+
+class DynamicBatcher:
+    """Batches sequences from many requests; ``embed`` (sequences -> float32 rows) runs in a thread."""
+
+    def __init__(
+        self,
+        embed: EmbedFn,
+        *,
+        max_batch_tokens: int,
+        max_queue: int,
+        max_batch_texts: int = 1024,
+        metrics: ServerMetrics | None = None,
+    ) -> None:
+        self._embed = embed
+        self.max_batch_tokens = max_batch_tokens
+        self.max_queue = max_queue
+        self.max_batch_texts = max_batch_texts
+        self.metrics = metrics
+        self.depth = 0  # texts accepted and not yet answered
+        self._waiting: list[_Job] = []
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        # One thread: forwards never overlap (they would only compete for the same cores).
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decoder2vec-forward")
+        self._worker: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._worker = asyncio.get_running_loop().create_task(self._run(), name="decoder2vec-batcher")
+
+    async def stop(self) -> None:
+        """Finish every accepted request, then stop the worker and its thread."""
+        self._closing = True
+        self._wakeup.set()
+        if self._worker is not None:
+            await self._worker
+        self._executor.shutdown(wait=True)
+
+    def submit(self, sequences: list[Sequence]) -> asyncio.Future:
+        """Queue ``sequences``; the future resolves to their rows (n, dim), in order.
+
+        Cancel the future to drop the not-yet-run sequences (a client that left).
+        """
+        if self._closing:
+            raise ShuttingDownError("the server is shutting down")
+        if self.depth + len(sequences) > self.max_queue:
+            raise QueueFullError(f"the queue holds {self.depth} of {self.max_queue} texts")
+        job = _Job(list(sequences), asyncio.get_running_loop().create_future())
+        self._set_depth(self.depth + len(sequences))
+        job.future.add_done_callback(lambda _: self._set_depth(self.depth - len(job.sequences)))
+        self._waiting.append(job)
+        self._wakeup.set()
+        return job.future
+
+    def _set_depth(self, depth: int) -> None:
+        self.depth = depth
+        if self.metrics is not None:
+            self.metrics.queue_depth.set(depth)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if self._waiting:
+                jobs, self._waiting = self._waiting, []
+                await self._run_round(jobs)
+                self._wakeup.set()  # jobs that arrived during the round
+            elif self._closing:
+                return
+
+    async def _run_round(self, jobs: list[_Job]) -> None:
+        self._count_skipped(sum(len(job.sequences) for job in jobs if job.future.done()))
+        items = [(job, i) for job in jobs if not job.future.done() for i in range(len(job.sequences))]
+        lengths = np.array([len(job.sequences[i].ids) for job, i in items], dtype=np.int64)
+        order = np.argsort(-lengths, kind="stable")
+        loop = asyncio.get_running_loop()
+        for start, stop in plan_batches(lengths[order], self.max_batch_texts, self.max_batch_tokens):
+            chunk = [items[k] for k in order[start:stop]]
+            live = [(job, i) for job, i in chunk if not job.future.done()]
+            self._count_skipped(len(chunk) - len(live))
+            if not live:
+                continue
+            sequences = [job.sequences[i] for job, i in live]
+            try:
+                rows = await loop.run_in_executor(self._executor, self._embed, sequences)
+            except Exception as exc:  # a failed forward fails its requests, never the worker
+                logger.exception("embedding forward failed")
+                for job in {job for job, _ in live}:
+                    if not job.future.done():
+                        job.future.set_exception(RuntimeError(f"the model forward failed: {exc}"))
+                continue
+            if self.metrics is not None:
+                self.metrics.observe_batch(len(sequences), sum(len(s.ids) for s in sequences))
+            self._scatter(live, rows)
+
+    def _count_skipped(self, n: int) -> None:
+        if n and self.metrics is not None:
+            self.metrics.skipped_texts.inc(n)
+
+    @staticmethod
+    def _scatter(live: list[tuple[_Job, int]], rows: torch.Tensor) -> None:
+        for (job, i), row in zip(live, rows):
+            if job.future.done():
+                continue  # cancelled while its forward ran
+            if job.rows is None:
+                job.rows = torch.empty(len(job.sequences), rows.shape[1], dtype=torch.float32)
+            job.rows[i] = row
+            job.remaining -= 1
+            if job.remaining == 0:
+                job.future.set_result(job.rows)

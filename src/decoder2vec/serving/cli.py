@@ -1,0 +1,96 @@
+"""``decoder2vec serve``: run the OpenAI-compatible embedding server with uvicorn."""
+
+import signal
+from typing import Annotated
+
+import typer
+
+from decoder2vec.cli_common import DEFAULT_MODEL_NAME, ModelOption, quiet_transformers, reports_errors
+from decoder2vec.errors import Decoder2VecError
+from decoder2vec.serving.settings import DEFAULT_PAYLOAD_BYTES, ServeSettings
+
+# Seconds uvicorn waits for in-flight requests after SIGTERM before cancelling them.
+DRAIN_SECONDS = 60
+
+
+@reports_errors
+def serve(
+    model: ModelOption = DEFAULT_MODEL_NAME,
+    host: Annotated[str, typer.Option(help="Address to bind; loopback unless told otherwise.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="DECODER2VEC_API_KEY", show_envvar=True, help="Require 'Authorization: Bearer KEY'."
+        ),
+    ] = None,
+    max_batch_tokens: Annotated[
+        int | None, typer.Option(help="Padded tokens per forward (default: 1024 on CPU, 16384 on GPU).")
+    ] = None,
+    max_client_batch_size: Annotated[int, typer.Option(help="Most inputs in one request (else 413).")] = 512,
+    max_queue: Annotated[
+        int, typer.Option(help="Most texts accepted and not yet answered (else 429).")
+    ] = 8192,
+    max_length: Annotated[
+        int | None, typer.Option(help="Token limit per text (default: the model's setting).")
+    ] = None,
+    max_payload_bytes: Annotated[
+        int, typer.Option(help="Largest request body (else 413).")
+    ] = DEFAULT_PAYLOAD_BYTES,
+    served_model_name: Annotated[
+        str | None, typer.Option(help="The model id the API reports (default: --model).")
+    ] = None,
+    model_process: Annotated[
+        bool,
+        typer.Option(
+            "--model-process/--no-model-process",
+            help="Run the model in a child process, so forwards never wait for the HTTP side's GIL.",
+        ),
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve embeddings over an OpenAI-compatible HTTP API (POST /v1/embeddings)."""
+    try:
+        import fastapi  # noqa: F401
+        import prometheus_client  # noqa: F401
+        import uvicorn
+    except ImportError as exc:
+        raise Decoder2VecError(
+            f"decoder2vec serve needs the optional extra ({exc.name} is missing): pip install 'decoder2vec[serve]'"
+        ) from None
+
+    from decoder2vec.serving.app import create_app
+
+    settings = ServeSettings(
+        model=model,
+        api_key=api_key,
+        max_batch_tokens=max_batch_tokens,
+        max_client_batch_size=max_client_batch_size,
+        max_queue=max_queue,
+        max_length=max_length,
+        max_payload_bytes=max_payload_bytes,
+        served_model_name=served_model_name,
+        model_process=model_process,
+    )
+    quiet_transformers()
+    failure: list[BaseException] = []
+    server: uvicorn.Server | None = None
+
+    def stop_on_load_error(exc: BaseException) -> None:
+        failure.append(exc)
+        server.should_exit = True
+
+    app = create_app(settings, on_load_error=stop_on_load_error)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=DRAIN_SECONDS, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    # uvicorn re-raises the signal that stopped it once it has drained, with the handler that was in
+    # place before it started; a no-op one makes a graceful SIGTERM end with exit code 0.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        server.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if failure:
+        raise failure[0]

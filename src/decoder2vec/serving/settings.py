@@ -1,0 +1,51 @@
+"""The server's settings, checked once so the app can trust them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from decoder2vec.backbone.default_model import DEFAULT_ENCODER
+from decoder2vec.errors import ConfigError
+
+# TEI's default request size limit.
+DEFAULT_PAYLOAD_BYTES = 2_000_000
+# Padded tokens per forward on accelerators (as TEI's default --max-batch-tokens); CPU uses the
+# encoder's own cache-friendly budget.
+ACCELERATOR_BATCH_TOKENS = 16384
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What ``decoder2vec serve`` was told; ``None`` means "the model's / encoder's default"."""
+
+    model: str = DEFAULT_ENCODER
+    api_key: str | None = None
+    max_batch_tokens: int | None = None
+    max_client_batch_size: int = 512
+    max_queue: int = 8192
+    max_length: int | None = None
+    max_payload_bytes: int = DEFAULT_PAYLOAD_BYTES
+    served_model_name: str | None = None
+    # Run the model in a child process (its own GIL) instead of a thread of the server.
+    model_process: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("max_client_batch_size", "max_queue", "max_payload_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
+            raise ConfigError(f"max_batch_tokens must be positive, got {self.max_batch_tokens}")
+        if self.max_length is not None and self.max_length < 2:
+            raise ConfigError(f"max_length must be at least 2, got {self.max_length}")
+        if self.max_queue < self.max_client_batch_size:
+            raise ConfigError(
+                f"max_queue ({self.max_queue}) must be at least max_client_batch_size "
+                f"({self.max_client_batch_size}), or a full-size request could never be accepted"
+            )
+        if self.api_key is not None and not self.api_key:
+            raise ConfigError("the API key is empty; leave it unset to serve without one")
+
+    @property
+    def model_name(self) -> str:
+        """The ``model`` id the API reports."""
+        return self.served_model_name or self.model
