@@ -109,6 +109,8 @@ def build_tokenizer(add_bos: bool = True, kind: str = "bpe"):
 
     if kind == "words":
         return _word_tokenizer()
+    if kind == "gpt2":
+        return _gpt2_tokenizer(add_bos)
     if kind == "bytes":
         return _byte_tokenizer()
 
@@ -158,6 +160,36 @@ def _byte_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
 
 
+GPT2_SPECIALS = ["<|endoftext|>", "<s>", "</s>"]
+
+
+def _gpt2_tokenizer(add_bos: bool):
+    """A GPT-2-style byte-level BPE (256 byte tokens + ~200 merges) that llama.cpp can reproduce."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = SENTENCES + [
+        "Numbers like 12345 and 3.14 -- don't they matter?",
+        "the river city grew around its port, trading grain, salt and timber",
+        "Ünïcödé, emoji and\ttabs\nnewlines",
+    ]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=480,
+        special_tokens=GPT2_SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(corpus * 3, trainer)
+    if add_bos:
+        backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<|endoftext|>"
+    )
+
+
 def tiny_config(family: str, vocab_size: int, impl: str = "sdpa", **overrides):
     import transformers
 
@@ -195,11 +227,18 @@ def save_tiny_model(
     seed: int = 0,
     tokenizer: str = "bpe",
     bare: bool = False,
+    random_norms: bool = False,
     **overrides,
 ) -> Path:
-    """Save a tiny random model (``bare``: the transformer without LM head) and its tokenizer."""
+    """Save a tiny random model (``bare``: the transformer without LM head; ``random_norms``: 1-D weights
+    drawn from U(0.5, 1.5) instead of ones and zeros) and its tokenizer."""
     tok = build_tokenizer(add_bos, kind=tokenizer)
     model = tiny_causal_lm(family, tok, impl, seed, **overrides)
+    if random_norms:
+        with torch.no_grad():
+            for param in model.parameters():
+                if param.ndim == 1:
+                    param.uniform_(0.5, 1.5)
     (model.model if bare else model).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder

@@ -1,0 +1,71 @@
+"""``decoder2vec export gguf``: write an encoder as a GGUF file for llama.cpp, Ollama and LM Studio."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from decoder2vec.cli_common import DEFAULT_MODEL_NAME, ModelOption, quiet_transformers, reports_errors
+
+app = typer.Typer(
+    help="Write encoders in formats other tools run (GGUF for llama.cpp).", no_args_is_help=True
+)
+
+OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output file, ending in .gguf.")]
+OuttypeOption = Annotated[
+    str, typer.Option("--outtype", help="Weight type: f32, f16 or q8_0 (norms and biases stay f32).")
+]
+AdapterOption = Annotated[
+    list[str] | None, typer.Option("--adapter", help="LoRA adapter folder to merge first (repeatable).")
+]
+PoolingOption = Annotated[
+    str | None,
+    typer.Option(
+        "--pooling", help="Override the encoder's pooling: mean, last_token or bos (llama.cpp CLS)."
+    ),
+]
+CausalOption = Annotated[
+    bool, typer.Option("--causal", help="Export with causal attention (default: the encoder's own mode).")
+]
+NameOption = Annotated[
+    str | None, typer.Option("--name", help="general.name in the file (default: the model's).")
+]
+
+
+@app.command("gguf")
+@reports_errors
+def gguf_command(
+    out: OutOption,
+    model: ModelOption = DEFAULT_MODEL_NAME,
+    outtype: OuttypeOption = "f16",
+    adapter: AdapterOption = None,
+    pooling: PoolingOption = None,
+    causal: CausalOption = False,
+    name: NameOption = None,
+) -> None:
+    """Export an encoder as a llama.cpp embedding model: bidirectional attention and pooling travel in
+    its metadata, so `llama-server --embeddings -m FILE.gguf` serves it with no extra flags."""
+    from decoder2vec import Encoder
+    from decoder2vec.export.gguf import check_out_path, check_settings, export_gguf
+
+    check_settings(outtype, pooling)  # a bad flag fails before minutes of model loading
+    check_out_path(out)
+    quiet_transformers()
+    # fp32 on CPU: the exported weights are rounded once, to --outtype, never first to bf16.
+    encoder = Encoder.from_pretrained(
+        model,
+        adapters=adapter or None,
+        pooling=pooling,
+        bidirectional=False if causal else None,
+        dtype="float32",
+        device="cpu",
+    )
+    result = export_gguf(encoder, out, outtype=outtype, name=name)
+    mode = "causal" if result.causal else "bidirectional"
+    size_mb = result.n_bytes / 2**20
+    typer.echo(
+        f"wrote {result.path} ({result.arch}, {result.outtype}, {mode}, pooling {result.pooling}, "
+        f"{result.n_tensors} tensors, {size_mb:.1f} MiB)"
+    )
