@@ -22,7 +22,17 @@ FAMILY_CASES = [(family, impl) for family in FAMILIES for impl in ATTENTION_IMPL
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 # Merges chosen so that "Query:" + "xylophone" tokenizes differently jointly than separately:
 # ":x" is a token, so a joint tokenization swallows the text's first character into the instruction.
-MERGES = [("t", "h"), ("th", "e"), ("i", "n"), ("in", "g"), (":", "x"), ("a", "n"), ("e", "r"), (" ", "t"), ("o", "n")]
+MERGES = [
+    ("t", "h"),
+    ("th", "e"),
+    ("i", "n"),
+    ("in", "g"),
+    (":", "x"),
+    ("a", "n"),
+    ("e", "r"),
+    (" ", "t"),
+    ("o", "n"),
+]
 
 
 WORD_VOCAB = [
@@ -120,8 +130,12 @@ def build_tokenizer(add_bos: bool = True, kind: str = "bpe"):
         vocab[left + right] = len(vocab)
     backend = Tokenizer(models.BPE(vocab=vocab, merges=MERGES, unk_token="<unk>"))
     if add_bos:
-        backend.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+        backend.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
 
 
 def _word_tokenizer():
@@ -133,7 +147,9 @@ def _word_tokenizer():
     vocab = {tok: i for i, tok in enumerate(specials + ["_"] + words)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", vocab["<s>"])]
+    )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
     )
@@ -194,8 +210,13 @@ def tiny_config(family: str, vocab_size: int, impl: str = "sdpa", **overrides):
     import transformers
 
     names = {
-        "llama": "LlamaConfig", "mistral": "MistralConfig", "qwen2": "Qwen2Config", "qwen3": "Qwen3Config",
-        "gemma": "GemmaConfig", "gemma2": "Gemma2Config", "gemma3_text": "Gemma3TextConfig",
+        "llama": "LlamaConfig",
+        "mistral": "MistralConfig",
+        "qwen2": "Qwen2Config",
+        "qwen3": "Qwen3Config",
+        "gemma": "GemmaConfig",
+        "gemma2": "Gemma2Config",
+        "gemma3_text": "Gemma3TextConfig",
     }
     kwargs = {
         "vocab_size": vocab_size, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
@@ -213,7 +234,11 @@ def tiny_causal_lm(family: str, tokenizer, impl: str = "sdpa", seed: int = 0, **
     """A random causal LM sized for ``tokenizer`` (special-token ids taken from it)."""
     from transformers import AutoModelForCausalLM
 
-    ids = {"pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
+    ids = {
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
     torch.manual_seed(seed)
     vocab_size = overrides.pop("vocab_size", len(tokenizer))
     return AutoModelForCausalLM.from_config(tiny_config(family, vocab_size, impl, **{**ids, **overrides}))

@@ -13,9 +13,13 @@ import typer
 from decoder2vec.backbone.default_model import DEFAULT_ENCODER, DEFAULT_MODEL
 from decoder2vec.cli_common import quiet_transformers, reports_errors
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Turn decoder-only LLMs into text encoders (LLM2Vec).")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Turn decoder-only LLMs into text encoders (LLM2Vec)."
+)
 
-ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model folder, .gguf file, hub id, or the alias 'smollm2-135m'.")]
+ModelOption = Annotated[
+    str, typer.Option("--model", "-m", help="Model folder, .gguf file, hub id, or the alias 'smollm2-135m'.")
+]
 
 
 def _quiet_transformers() -> None:
@@ -27,7 +31,9 @@ def _load(model: str, pooling: str | None = None, causal: bool = False, max_leng
 
     _quiet_transformers()
 
-    return Encoder.from_pretrained(model, pooling=pooling, bidirectional=False if causal else None, max_length=max_length)
+    return Encoder.from_pretrained(
+        model, pooling=pooling, bidirectional=False if causal else None, max_length=max_length
+    )
 
 
 TEXT_FORMATS = ("auto", "text", "jsonl")
@@ -126,7 +132,10 @@ def write_embeddings(path: Path, embeddings, texts: list[str]) -> None:
         np.save(buffer, embeddings.astype(np.float32))
         write_file_atomic(path, buffer.getvalue())
     elif path.suffix == ".jsonl":
-        lines = (json.dumps({"text": t, "embedding": [round(float(x), 7) for x in row]}) for t, row in zip(texts, embeddings))
+        lines = (
+            json.dumps({"text": t, "embedding": [round(float(x), 7) for x in row]})
+            for t, row in zip(texts, embeddings)
+        )
         write_file_atomic(path, "".join(line + "\n" for line in lines))
     else:
         raise InputError(f"output {path} must end in .npy or .jsonl")
@@ -143,11 +152,15 @@ def encode(
     pooling: Annotated[str | None, typer.Option(help="mean, weighted_mean, last_token or bos.")] = None,
     causal: Annotated[bool, typer.Option("--causal", help="Keep the causal mask (baseline).")] = False,
     batch_size: int = 32,
-    max_length: Annotated[int | None, typer.Option(help="Token limit per text (default: the model's setting).")] = None,
+    max_length: Annotated[
+        int | None, typer.Option(help="Token limit per text (default: the model's setting).")
+    ] = None,
     normalize: Annotated[bool, typer.Option(help="L2-normalise the embeddings.")] = False,
     fmt: Annotated[
         str,
-        typer.Option("--format", help="Input format: text (one per line), jsonl, or auto (.jsonl files are JSONL)."),
+        typer.Option(
+            "--format", help="Input format: text (one per line), jsonl, or auto (.jsonl files are JSONL)."
+        ),
     ] = "auto",
 ) -> None:
     """Embed texts from a file or stdin and write them as .npy or .jsonl."""
@@ -155,7 +168,9 @@ def encode(
     check_encode_options(pooling, batch_size, max_length)
     texts = read_texts(source, field, fmt)
     encoder = _load(model, pooling, causal, max_length)
-    embeddings = encoder.encode(texts, instruction=instruction, batch_size=batch_size, normalize=normalize, show_progress_bar=True)
+    embeddings = encoder.encode(
+        texts, instruction=instruction, batch_size=batch_size, normalize=normalize, show_progress_bar=True
+    )
     write_embeddings(out, embeddings, texts)
     typer.echo(f"wrote {len(texts)} embeddings of dimension {embeddings.shape[1]} to {out}")
 
@@ -193,7 +208,9 @@ def import_gguf_command(
 
 @app.command()
 @reports_errors
-def info(model: ModelOption = DEFAULT_MODEL, causal: Annotated[bool, typer.Option("--causal")] = False) -> None:
+def info(
+    model: ModelOption = DEFAULT_MODEL, causal: Annotated[bool, typer.Option("--causal")] = False
+) -> None:
     """Describe a model: architecture, size, pooling, and the attention self-check result."""
     from decoder2vec.backbone.loading import check_attention
 
@@ -220,8 +237,12 @@ def info(model: ModelOption = DEFAULT_MODEL, causal: Annotated[bool, typer.Optio
 @reports_errors
 def demo(
     model: ModelOption = DEFAULT_MODEL,
-    train: Annotated[bool, typer.Option("--train/--no-train", help="Run the short conversion and score it.")] = True,
-    out: Annotated[Path, typer.Option(help="Folder of the demo conversion (reused when finished).")] = Path("runs/demo"),
+    train: Annotated[
+        bool, typer.Option("--train/--no-train", help="Run the short conversion and score it.")
+    ] = True,
+    out: Annotated[Path, typer.Option(help="Folder of the demo conversion (reused when finished).")] = Path(
+        "runs/demo"
+    ),
     mntp_steps: int = 20,
     simcse_steps: int = 20,
 ) -> None:

@@ -76,7 +76,9 @@ def run_demo(
 
     if train:
         start = time.perf_counter()
-        echo(f"\nConverting {model}: {mntp_steps} MNTP steps, then {simcse_steps} SimCSE steps on the offline Wikipedia corpus -> {out}")
+        echo(
+            f"\nConverting {model}: {mntp_steps} MNTP steps, then {simcse_steps} SimCSE steps on the offline Wikipedia corpus -> {out}"
+        )
         converted = convert_briefly(model, out, mntp_steps, simcse_steps)
         scores["bidirectional + MNTP + SimCSE"] = pair_score(Encoder.from_pretrained(converted), pairs)
         echo(f"conversion took {time.perf_counter() - start:.0f}s")
@@ -85,7 +87,9 @@ def run_demo(
     for name, value in scores.items():
         echo(f"  {name:<32} {value:6.1f}")
     if train:
-        echo("A demo-sized run; the paper's recipe (decoder2vec convert --config llm2vec-llama) trains 1000 steps per stage.")
+        echo(
+            "A demo-sized run; the paper's recipe (decoder2vec convert --config llm2vec-llama) trains 1000 steps per stage."
+        )
     return scores
 
 
@@ -98,7 +102,10 @@ def convert_briefly(model: str, out: Path, mntp_steps: int, simcse_steps: int) -
 
     cfg = load_pipeline("demo")  # resources/recipes/demo.yaml
     cfg.model = model
-    apply_overrides(cfg, [f"mntp.max_steps={mntp_steps}", f"mntp.eval_every={mntp_steps}", f"simcse.max_steps={simcse_steps}"])
+    apply_overrides(
+        cfg,
+        [f"mntp.max_steps={mntp_steps}", f"mntp.eval_every={mntp_steps}", f"simcse.max_steps={simcse_steps}"],
+    )
     record = out / "recipe.json"  # written last, so the encoder folder is complete
     if not record.is_file():
         started = any((out / "stages").glob("*/run.json"))  # an interrupted demo run resumes
@@ -115,6 +122,10 @@ def _same_settings(record: dict, cfg) -> bool:
     """Whether a finished conversion's record has this demo's model, stages and stage settings."""
     keys = ("max_steps", "learning_rate", "batch_size", "max_seq_length")
     done = {stage["name"]: stage.get("config", {}) for stage in record.get("stages", [])}
-    return record.get("model") == cfg.model and list(done) == list(cfg.stages) and all(
-        done[name].get(key) == getattr(getattr(cfg, name), key) for name in cfg.stages for key in keys
+    return (
+        record.get("model") == cfg.model
+        and list(done) == list(cfg.stages)
+        and all(
+            done[name].get(key) == getattr(getattr(cfg, name), key) for name in cfg.stages for key in keys
+        )
     )

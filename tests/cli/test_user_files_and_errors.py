@@ -71,8 +71,18 @@ def test_eval_report_keeps_scores_and_marks_nan(tmp_path):
     from decoder2vec.evaluation.runner import write_report
 
     rows = [
-        {"variant": "model", "task": "stsb", "main_score": "cosine_spearman", "scores": {"cosine_spearman": 71.5}},
-        {"variant": "model", "task": "flat", "main_score": "cosine_spearman", "scores": {"cosine_spearman": float("nan")}},
+        {
+            "variant": "model",
+            "task": "stsb",
+            "main_score": "cosine_spearman",
+            "scores": {"cosine_spearman": 71.5},
+        },
+        {
+            "variant": "model",
+            "task": "flat",
+            "main_score": "cosine_spearman",
+            "scores": {"cosine_spearman": float("nan")},
+        },
     ]
     json_path, md_path = write_report(tmp_path / "r", rows, {"model": "m"})
     payload = json.loads(json_path.read_text())
@@ -103,7 +113,9 @@ def test_format_text_reads_a_brace_line_as_text(tiny_llama, tmp_path):
     source = tmp_path / "notes.txt"
     source.write_text("{not json} but a sentence\nanother one\n")
     out = tmp_path / "e.npy"
-    result = runner.invoke(app, ["encode", str(source), "-o", str(out), "-m", str(tiny_llama), "--format", "text"])
+    result = runner.invoke(
+        app, ["encode", str(source), "-o", str(out), "-m", str(tiny_llama), "--format", "text"]
+    )
     assert result.exit_code == 0, result.output
     assert np.load(out).shape[0] == 2
     # auto goes by the extension: a .txt file is text too
@@ -168,9 +180,13 @@ def test_rejected_setting_leaves_nothing_behind(tiny_llama, tmp_path):
 
 def test_resume_on_an_empty_folder_is_an_error(tiny_llama, tmp_path):
     (tmp_path / "empty").mkdir()
-    result = runner.invoke(app, ["train", "simcse", "--out", str(tmp_path / "empty"), "--model", str(tiny_llama), "--resume"])
+    result = runner.invoke(
+        app, ["train", "simcse", "--out", str(tmp_path / "empty"), "--model", str(tiny_llama), "--resume"]
+    )
     assert result.exit_code == 1 and "nothing to resume" in result.output
-    result = runner.invoke(app, ["convert", "--out", str(tmp_path / "empty"), "--model", str(tiny_llama), "--resume"])
+    result = runner.invoke(
+        app, ["convert", "--out", str(tmp_path / "empty"), "--model", str(tiny_llama), "--resume"]
+    )
     assert result.exit_code == 1 and "nothing to resume" in result.output
 
 
@@ -203,7 +219,10 @@ def test_encode_options_fail_before_the_model_loads(tmp_path, extra, message):
 def test_output_onto_a_folder_fails_first(tmp_path):
     (tmp_path / "t.txt").write_text("hello\n")
     (tmp_path / "dir.npy").mkdir()
-    result = runner.invoke(app, ["encode", str(tmp_path / "t.txt"), "-o", str(tmp_path / "dir.npy"), "-m", str(tmp_path / "nope")])
+    result = runner.invoke(
+        app,
+        ["encode", str(tmp_path / "t.txt"), "-o", str(tmp_path / "dir.npy"), "-m", str(tmp_path / "nope")],
+    )
     assert result.exit_code == 1 and "is a folder" in result.output
 
 
@@ -252,7 +271,9 @@ def test_cli_warnings_are_one_line(tiny_llama, tmp_path):
         f"sys.argv=['decoder2vec','encode',{str(tmp_path / 't.txt')!r},'-o',{str(tmp_path / 'e.npy')!r},"
         f"'-m',{str(tiny_llama)!r},'--max-length','8']; app()"
     )
-    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert "warning: 1 of 1 texts were longer than max_length=8" in proc.stderr
     assert "warnings.warn" not in proc.stderr and "LOAD REPORT" not in proc.stderr

@@ -33,7 +33,9 @@ def test_batch_size_padding_side_and_position_do_not_matter(tiny_llama, pooling)
     np.testing.assert_allclose(enc.encode(SENTENCES, batch_size=1), reference, atol=1e-5)
     np.testing.assert_allclose(enc.encode(SENTENCES, batch_size=3), reference, atol=1e-5)
     permutation = np.random.default_rng(0).permutation(len(SENTENCES))
-    np.testing.assert_allclose(enc.encode([SENTENCES[i] for i in permutation]), reference[permutation], atol=1e-5)
+    np.testing.assert_allclose(
+        enc.encode([SENTENCES[i] for i in permutation]), reference[permutation], atol=1e-5
+    )
     enc.tokenizer.padding_side = "left"
     try:
         np.testing.assert_allclose(enc.encode(SENTENCES, batch_size=4), reference, atol=1e-5)
@@ -52,7 +54,7 @@ def test_instruction_is_attended_but_not_pooled(tiny_llama, encoder, pooling):
     ids = torch.tensor([[tok.bos_token_id] + instruction_ids + text_ids])
     with torch.no_grad():
         states = enc.model(input_ids=ids).last_hidden_state[0]
-    span = states[1 + len(instruction_ids):]
+    span = states[1 + len(instruction_ids) :]
     weights = torch.arange(1, len(span) + 1, dtype=torch.float32)[:, None]
     expected = {
         "mean": span.mean(0),
@@ -120,7 +122,9 @@ def test_long_text_truncated_with_one_warning(tiny_llama):
     messages = [str(w.message) for w in caught if "truncated" in str(w.message)]
     assert messages == ["2 of 3 texts were longer than max_length=16 tokens and were truncated"]
     # Reference: the plain model on BOS + the first 15 text tokens.
-    ids = [enc.tokenizer.bos_token_id] + enc.tokenizer(long_texts[0], add_special_tokens=False)["input_ids"][:15]
+    ids = [enc.tokenizer.bos_token_id] + enc.tokenizer(long_texts[0], add_special_tokens=False)["input_ids"][
+        :15
+    ]
     with torch.no_grad():
         expected = enc.model(input_ids=torch.tensor([ids])).last_hidden_state[0].mean(0)
     np.testing.assert_allclose(emb[0], expected.numpy(), atol=1e-5)
@@ -153,7 +157,9 @@ def test_sentence_transformers_round_trip(tiny_model_factory, tmp_path, pooling)
     # LLM2Vec does; ST keeps counting from the prompt's start. bos pools the BOS on both sides.)
     if pooling in ("mean", "last_token"):
         np.testing.assert_allclose(
-            st.encode(SENTENCES[:2], prompt="Query: "), enc.encode(SENTENCES[:2], instruction="Query: "), atol=1e-5
+            st.encode(SENTENCES[:2], prompt="Query: "),
+            enc.encode(SENTENCES[:2], instruction="Query: "),
+            atol=1e-5,
         )
 
 
@@ -163,14 +169,23 @@ def test_adapters_are_merged_in_order(tiny_llama, tmp_path):
 
     torch.manual_seed(1)
     lm = AutoModelForCausalLM.from_pretrained(tiny_llama)
-    lm_peft = get_peft_model(lm, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False))
+    lm_peft = get_peft_model(
+        lm,
+        LoraConfig(
+            r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False
+        ),
+    )
     lm_peft.save_pretrained(tmp_path / "causal_lm_adapter")  # trained on the causal-LM class (like MNTP)
 
     base = AutoModel.from_pretrained(tiny_llama)
-    base_peft = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["k_proj", "up_proj"], init_lora_weights=False))
+    base_peft = get_peft_model(
+        base, LoraConfig(r=4, lora_alpha=8, target_modules=["k_proj", "up_proj"], init_lora_weights=False)
+    )
     base_peft.save_pretrained(tmp_path / "base_adapter")  # trained on the bare model (like SimCSE)
 
-    enc = Encoder.from_pretrained(tiny_llama, adapters=[tmp_path / "causal_lm_adapter", tmp_path / "base_adapter"])
+    enc = Encoder.from_pretrained(
+        tiny_llama, adapters=[tmp_path / "causal_lm_adapter", tmp_path / "base_adapter"]
+    )
     # Reference: apply both adapters with peft directly, unmerged, in bidirectional mode.
     reference = Encoder(lm_peft.get_base_model().model, enc.tokenizer)
     reference.model.config.is_causal = False

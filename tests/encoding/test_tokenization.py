@@ -17,7 +17,7 @@ def test_instruction_excluded_even_when_bpe_merges_across_the_boundary():
     joint = tok(instruction + text)["input_ids"]
     separate_text = tok(text, add_special_tokens=False)["input_ids"]
     # The fixture really merges across the boundary: joint tokenization has no clean text suffix.
-    assert joint[-len(separate_text):] != separate_text
+    assert joint[-len(separate_text) :] != separate_text
     batch = tokenize_batch(tok, [text], instruction=instruction)
     ids, pooled = batch.input_ids[0], batch.pool_mask[0].bool()
     assert ids[pooled].tolist() == separate_text
@@ -58,7 +58,9 @@ def test_left_and_right_padding_give_the_same_positions_for_real_tokens():
     right, left = builder.collate(seqs, "right"), builder.collate(seqs, "left")
     for batch in (right, left):
         real = batch.attention_mask.bool()
-        assert [batch.position_ids[i][real[i]].tolist() for i in range(2)] == [list(range(len(s.ids))) for s in seqs]
+        assert [batch.position_ids[i][real[i]].tolist() for i in range(2)] == [
+            list(range(len(s.ids))) for s in seqs
+        ]
     assert left.attention_mask[1, 0] == 0 and right.attention_mask[1, -1] == 0
 
 
@@ -66,8 +68,12 @@ def test_per_text_instructions():
     tok = build_tokenizer()
     batch = tokenize_batch(tok, ["the cat", "the cat"], instruction=["Query: ", ""])
     pooled = [batch.input_ids[i][batch.pool_mask[i].bool()].tolist() for i in range(2)]
-    assert pooled[0] == tok(" the cat", add_special_tokens=False)["input_ids"]  # the boundary space joins the text
-    assert pooled[1] == [1] + tok("the cat", add_special_tokens=False)["input_ids"]  # no instruction: all pooled, BOS too
+    assert (
+        pooled[0] == tok(" the cat", add_special_tokens=False)["input_ids"]
+    )  # the boundary space joins the text
+    assert (
+        pooled[1] == [1] + tok("the cat", add_special_tokens=False)["input_ids"]
+    )  # no instruction: all pooled, BOS too
     assert batch.pool_mask[1].sum() == batch.attention_mask[1].sum()
 
 
@@ -83,18 +89,23 @@ def sentencepiece_like_tokenizer():
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
 
 
 def test_boundary_whitespace_matches_natural_tokenization():
     """'Query: ' + text gives exactly the ids of the joined string, for both tokenizer styles."""
-    cases = [(build_tokenizer(add_bos=False), "the cat sat"), (sentencepiece_like_tokenizer(), "how do plants grow?")]
+    cases = [
+        (build_tokenizer(add_bos=False), "the cat sat"),
+        (sentencepiece_like_tokenizer(), "how do plants grow?"),
+    ]
     for tok, text in cases:
         builder = SequenceBuilder(tok, 64)
         assert builder.boundary != "verbatim"
         [seq] = builder.build([text], ["Query: "])
         assert seq.ids == tok("Query: " + text, add_special_tokens=False)["input_ids"]
-        joined = "".join(tok.convert_ids_to_tokens(seq.ids[seq.n_unpooled:])).replace("▁", " ")
+        joined = "".join(tok.convert_ids_to_tokens(seq.ids[seq.n_unpooled :])).replace("▁", " ")
         assert joined.strip() == text
     # For the SentencePiece-style one, the naive split would leave the space as an unknown token.
     tok = sentencepiece_like_tokenizer()

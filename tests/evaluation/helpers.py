@@ -9,6 +9,7 @@ import numpy as np
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
+
 class HashEncoder:
     """A deterministic fake: each (instruction, text) maps to a fixed random unit-free vector.
 

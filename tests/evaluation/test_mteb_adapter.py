@@ -31,7 +31,9 @@ def run(model, tasks):
 
 def test_queries_get_the_instruction_and_documents_do_not(hash_encoder) -> None:
     # the top-level re-export is the documented entry point
-    model = decoder2vec.mteb_model(hash_encoder, instructions={"tasks": {"MockRetrievalTask": "Find the passage."}})
+    model = decoder2vec.mteb_model(
+        hash_encoder, instructions={"tasks": {"MockRetrievalTask": "Find the passage."}}
+    )
     assert isinstance(model, EncoderProtocol)
     results = run(model, [MockRetrievalTask(), MockRerankingTask(), MockSTSTask()])
     seen = {}

@@ -80,7 +80,9 @@ def test_eval_cli_writes_results_for_model_and_every_baseline(tmp_path: Path, ti
         assert -100.0 <= r["scores"][r["main_score"]] <= 100.0
         assert r["seconds"] >= 0 and r["n"] == 5
     assert rows[0]["instruction"] == "Retrieve semantically similar text: "
-    assert rows[2]["instruction"] == "Retrieve paraphrases: "  # custom instructions are formatted the same way
+    assert (
+        rows[2]["instruction"] == "Retrieve paraphrases: "
+    )  # custom instructions are formatted the same way
     # bidirectional and causal variants of one checkpoint do not produce identical scores
     stsb = {r["variant"]: r["scores"]["cosine_spearman"] for r in rows if r["task"] == "stsb"}
     assert len({round(v, 6) for v in stsb.values()}) > 1

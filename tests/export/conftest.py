@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 EXPORTABLE = ("llama", "mistral", "qwen2", "qwen3")
+
+
 def llama_cpp_or_skip():
     """The llama_cpp module; the test is skipped, saying why, only when it cannot be imported."""
     try:

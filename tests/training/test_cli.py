@@ -96,7 +96,16 @@ def test_train_commands_report_bad_input(tiny_word_llama, tmp_path):
     empty.write_text("\n")
     result = runner.invoke(
         app,
-        ["train", "mntp", "--model", str(tiny_word_llama), "--data", str(empty), "--out", str(tmp_path / "o")],
+        [
+            "train",
+            "mntp",
+            "--model",
+            str(tiny_word_llama),
+            "--data",
+            str(empty),
+            "--out",
+            str(tmp_path / "o"),
+        ],
     )
     assert result.exit_code == 1 and "is empty" in result.output
     missing = tmp_path / "pairs.jsonl"

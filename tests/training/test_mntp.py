@@ -102,7 +102,9 @@ def test_evaluation_without_masked_tokens_reports_no_loss(tiny_word_llama):
 
     lm, tok = load_backbone(tiny_word_llama, with_lm_head=True)
     blocks = torch.full((4, 8), tok.eos_token_id)  # special tokens only: nothing can be masked
-    got = evaluate_mntp(MNTPModel(lm.get_decoder(), lm.lm_head), blocks, Masker(tok, MNTPConfig(), 4), 2, 0, "cpu")
+    got = evaluate_mntp(
+        MNTPModel(lm.get_decoder(), lm.lm_head), blocks, Masker(tok, MNTPConfig(), 4), 2, 0, "cpu"
+    )
     assert got == {"masked_tokens": 0}
 
 
@@ -147,7 +149,9 @@ def test_bf16_base_trains_fp32_adapters(tiny_word_llama, text_corpus, tmp_path):
     from decoder2vec.training.recipes.simcse import run_simcse
 
     common = {"model": str(tiny_word_llama), "data": str(text_corpus), "max_steps": 2, "dtype": "bfloat16"}
-    mntp = run_mntp(MNTPConfig(**common, batch_size=2, max_seq_length=16, eval_every=0, merge=False), tmp_path / "m")
+    mntp = run_mntp(
+        MNTPConfig(**common, batch_size=2, max_seq_length=16, eval_every=0, merge=False), tmp_path / "m"
+    )
     simcse = run_simcse(SimCSEConfig(**common, batch_size=4, max_seq_length=16, merge=False), tmp_path / "s")
     assert math.isfinite(mntp.metrics["loss"]) and math.isfinite(simcse.metrics["loss"])
     for result in (mntp, simcse):

@@ -67,7 +67,9 @@ def _probe_ids(config, length: int, special_ids: set[int]) -> list[int]:
 
 
 @torch.no_grad()
-def measure_first_token_shift(model: torch.nn.Module, special_ids: set[int] = frozenset()) -> tuple[float, float]:
+def measure_first_token_shift(
+    model: torch.nn.Module, special_ids: set[int] = frozenset()
+) -> tuple[float, float]:
     """Change only the last probe token and return token 0's relative shift (unpadded, padded)."""
     backbone = backbone_of(model)
     config = backbone.config
@@ -107,7 +109,9 @@ def measure_first_token_shift(model: torch.nn.Module, special_ids: set[int] = fr
 CAUSAL_TOLERANCE = 1e-4
 
 
-def verify_attention(model: torch.nn.Module, expect_bidirectional: bool, special_ids: set[int] = frozenset()) -> AttentionCheck:
+def verify_attention(
+    model: torch.nn.Module, expect_bidirectional: bool, special_ids: set[int] = frozenset()
+) -> AttentionCheck:
     """Prove ``model`` runs the attention mode it is configured for, or raise :class:`BidirectionalityError`.
 
     The model is first probed in causal mode (a decoder must not let token 0 see the future; this
@@ -140,5 +144,7 @@ def verify_attention(model: torch.nn.Module, expect_bidirectional: bool, special
             "or load with bidirectional=False."
         )
     if not expect_bidirectional and max(shift, shift_padded) > CAUSAL_TOLERANCE:
-        raise BidirectionalityError(f"causal attention was requested, but {arch} sees future tokens: {check.describe()}")
+        raise BidirectionalityError(
+            f"causal attention was requested, but {arch} sees future tokens: {check.describe()}"
+        )
     return check

@@ -7,7 +7,14 @@ from pathlib import Path
 
 from decoder2vec.io import make_temp_dir, publish_folder, replace_entries, replace_folder, write_file_atomic
 
-__all__ = ["cache_home", "make_temp_dir", "publish_folder", "replace_entries", "replace_folder", "write_file_atomic"]
+__all__ = [
+    "cache_home",
+    "make_temp_dir",
+    "publish_folder",
+    "replace_entries",
+    "replace_folder",
+    "write_file_atomic",
+]
 
 
 def cache_home() -> Path:

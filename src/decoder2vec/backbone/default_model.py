@@ -47,5 +47,7 @@ def default_model_folder() -> Path:
     if (folder / "config.json").is_file():
         return folder
     if folder.exists() and any(folder.iterdir()):
-        raise ModelLoadError(f"the model cache {folder} is damaged (no config.json); delete that folder and retry")
+        raise ModelLoadError(
+            f"the model cache {folder} is damaged (no config.json); delete that folder and retry"
+        )
     return import_gguf(default_model_gguf(), folder, eos_token=_EOS, pad_token=_PAD)

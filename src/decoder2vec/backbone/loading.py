@@ -37,7 +37,9 @@ def resolve_model_path(name_or_path: str | Path) -> str:
             raise ModelLoadError(f"{path} is not a model folder: it has no config.json")
         return str(path)
     if path.exists():
-        raise ModelLoadError(f"{path} is a file, but not a GGUF file; pass a model folder, a .gguf file or a hub id")
+        raise ModelLoadError(
+            f"{path} is a file, but not a GGUF file; pass a model folder, a .gguf file or a hub id"
+        )
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelLoadError(f"no such model folder or file: {path}")
     if not _hub_reachable(name):
@@ -142,7 +144,10 @@ def load_backbone(
             f"(supported and tested: {', '.join(TESTED_FAMILIES)})"
         )
     if model_type not in TESTED_FAMILIES:
-        warnings.warn(f"architecture '{model_type}' is untested with decoder2vec; the attention self-check decides", stacklevel=2)
+        warnings.warn(
+            f"architecture '{model_type}' is untested with decoder2vec; the attention self-check decides",
+            stacklevel=2,
+        )
     set_bidirectional(config, bidirectional)
     config.use_cache = False  # encoders and training never reuse a KV cache
 

@@ -60,7 +60,9 @@ def check_positive_int(name: str, value) -> int:
     return int(value)
 
 
-def plan_batches(sorted_lengths: np.ndarray, batch_size: int, max_tokens: int | None) -> list[tuple[int, int]]:
+def plan_batches(
+    sorted_lengths: np.ndarray, batch_size: int, max_tokens: int | None
+) -> list[tuple[int, int]]:
     """Split length-sorted (longest first) sequences into ``[start, stop)`` batches.
 
     A batch holds at most ``batch_size`` texts and, when ``max_tokens`` is set, at most that many
@@ -209,7 +211,9 @@ class Encoder:
         sequences = self._builder.build(list(texts), expand_instruction(instruction, len(texts)))
         return self._builder.collate(sequences, self.tokenizer.padding_side)
 
-    def token_states(self, batch: TokenizedBatch, *, all_layers: bool = False) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    def token_states(
+        self, batch: TokenizedBatch, *, all_layers: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """Last hidden states (B, L, D), or every layer's (embeddings first) with ``all_layers``."""
         with torch.inference_mode():
             out = self.model(**batch.to(self.device).model_inputs(), output_hidden_states=all_layers)
@@ -244,27 +248,41 @@ class Encoder:
         check_texts(items)
         embeddings = torch.zeros(len(items), self.embedding_dim, dtype=torch.float32)
         if items:
-            embeddings = self._encode_sorted(items, expand_instruction(instruction, len(items)), batch_size, show_progress_bar)
+            embeddings = self._encode_sorted(
+                items, expand_instruction(instruction, len(items)), batch_size, show_progress_bar
+            )
         if normalize:
             embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
         if single:
             embeddings = embeddings[0]
         return embeddings.numpy() if convert_to == "numpy" else embeddings
 
-    def _encode_sorted(self, texts: list[str], instructions: list[str] | None, batch_size: int, show_progress_bar: bool | None) -> torch.Tensor:
+    def _encode_sorted(
+        self,
+        texts: list[str],
+        instructions: list[str] | None,
+        batch_size: int,
+        show_progress_bar: bool | None,
+    ) -> torch.Tensor:
         # Tokenize everything once, up front, then batch by length (longest first) so each batch
         # carries little padding; results are scattered back into input order.
         sequences = self._builder.build(texts, instructions)
         truncated = sum(s.truncated for s in sequences)
         if truncated:
-            warnings.warn(f"{truncated} of {len(texts)} texts were longer than max_length={self.max_length} tokens and were truncated", stacklevel=3)
+            warnings.warn(
+                f"{truncated} of {len(texts)} texts were longer than max_length={self.max_length} tokens and were truncated",
+                stacklevel=3,
+            )
         lengths = np.array([len(s.ids) for s in sequences])
         order = np.argsort(-lengths, kind="stable")
         batches = plan_batches(lengths[order], batch_size, self._token_budget())
         out = torch.empty(len(texts), self.embedding_dim, dtype=torch.float32)
         if show_progress_bar is None:
             show_progress_bar = len(batches) > 1 and sys.stderr.isatty()
-        with torch.inference_mode(), tqdm(total=len(texts), desc="Encoding", unit="text", disable=not show_progress_bar) as bar:
+        with (
+            torch.inference_mode(),
+            tqdm(total=len(texts), desc="Encoding", unit="text", disable=not show_progress_bar) as bar,
+        ):
             for start, stop in batches:
                 index = order[start:stop]
                 batch = self._builder.collate([sequences[i] for i in index], self.tokenizer.padding_side)
@@ -277,7 +295,9 @@ class Encoder:
             return self.max_batch_tokens
         return CPU_BATCH_TOKENS if self.device.type == "cpu" else None
 
-    def encode_queries(self, texts: str | Iterable[str], *, instruction: str | list[str] | None = None, **kwargs) -> np.ndarray | torch.Tensor:
+    def encode_queries(
+        self, texts: str | Iterable[str], *, instruction: str | list[str] | None = None, **kwargs
+    ) -> np.ndarray | torch.Tensor:
         """Embed queries; the task ``instruction`` goes on the query side only (as in LLM2Vec)."""
         return self.encode(texts, instruction=instruction, **kwargs)
 
@@ -287,8 +307,12 @@ class Encoder:
 
     def similarity(self, a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Cosine similarity matrix between two sets of embeddings."""
-        a = torch.nn.functional.normalize(torch.as_tensor(a, dtype=torch.float32).reshape(-1, self.embedding_dim), dim=-1)
-        b = torch.nn.functional.normalize(torch.as_tensor(b, dtype=torch.float32).reshape(-1, self.embedding_dim), dim=-1)
+        a = torch.nn.functional.normalize(
+            torch.as_tensor(a, dtype=torch.float32).reshape(-1, self.embedding_dim), dim=-1
+        )
+        b = torch.nn.functional.normalize(
+            torch.as_tensor(b, dtype=torch.float32).reshape(-1, self.embedding_dim), dim=-1
+        )
         return a @ b.T
 
     # ---------------------------------------------------------------- saving
@@ -325,9 +349,16 @@ class Encoder:
             self.tokenizer.save_pretrained(folder)
         finally:
             self.tokenizer.padding_side = side
-        settings = {"pooling": self.pooling, "max_length": self.max_length, "append_eos": self.append_eos, "bidirectional": bidirectional}
+        settings = {
+            "pooling": self.pooling,
+            "max_length": self.max_length,
+            "append_eos": self.append_eos,
+            "bidirectional": bidirectional,
+        }
         (folder / ENCODER_CONFIG).write_text(json.dumps(settings, indent=2) + "\n")
-        write_sentence_transformers_files(folder, pooling=self.pooling, max_length=self.max_length, embedding_dim=self.embedding_dim)
+        write_sentence_transformers_files(
+            folder, pooling=self.pooling, max_length=self.max_length, embedding_dim=self.embedding_dim
+        )
 
 
 def _written_by_save(name: str) -> bool:
@@ -342,4 +373,6 @@ def _read_encoder_config(path: str) -> dict:
     try:
         return json.loads(file.read_text())
     except json.JSONDecodeError as exc:
-        raise InputError(f"{file} is not valid JSON ({exc}); delete the folder and save or convert it again") from exc
+        raise InputError(
+            f"{file} is not valid JSON ({exc}); delete the folder and save or convert it again"
+        ) from exc

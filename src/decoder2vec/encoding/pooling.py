@@ -17,7 +17,9 @@ def check_pooling_mode(mode: str) -> str:
     return mode
 
 
-def pool(hidden: torch.Tensor, pool_mask: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch.Tensor:
+def pool(
+    hidden: torch.Tensor, pool_mask: torch.Tensor, attention_mask: torch.Tensor, mode: str
+) -> torch.Tensor:
     """Reduce ``hidden`` (B, L, D) to (B, D) with ``mode``; sums are taken in float32."""
     check_pooling_mode(mode)
     hidden = hidden.float()

@@ -96,7 +96,7 @@ class SequenceBuilder:
         if stripped == instruction or self.boundary == "verbatim":
             return instruction, text
         if self.boundary == "space_joins_text":
-            return stripped, instruction[len(stripped):] + text
+            return stripped, instruction[len(stripped) :] + text
         return stripped, text
 
     def token_ids(self, texts: list[str]) -> list[list[int]]:
@@ -109,7 +109,9 @@ class SequenceBuilder:
         text_ids = self.token_ids(texts)
         if instructions is None:
             return [self._assemble([], ids, instructed=False) for ids in text_ids]
-        pieces = [self._split(instr, text) if instr else (instr, text) for instr, text in zip(instructions, texts)]
+        pieces = [
+            self._split(instr, text) if instr else (instr, text) for instr, text in zip(instructions, texts)
+        ]
         moved = [i for i, (piece, text) in enumerate(zip(pieces, texts)) if piece[1] != text]
         for i, ids in zip(moved, self.token_ids([pieces[i][1] for i in moved])):
             text_ids[i] = ids  # texts that took over the instruction's trailing whitespace
@@ -147,7 +149,9 @@ class SequenceBuilder:
             pooled[row, start + seq.n_unpooled : start + length] = 1
         attention_mask = torch.from_numpy(attention)
         positions = (attention_mask.cumsum(dim=1) - 1).clamp_min(0)
-        return TokenizedBatch(torch.from_numpy(input_ids), attention_mask, torch.from_numpy(pooled), positions)
+        return TokenizedBatch(
+            torch.from_numpy(input_ids), attention_mask, torch.from_numpy(pooled), positions
+        )
 
 
 def tokenize_batch(
@@ -160,7 +164,9 @@ def tokenize_batch(
 ) -> TokenizedBatch:
     """Tokenize ``texts`` (with an optional instruction, shared or one per text) into one padded batch."""
     builder = SequenceBuilder(tokenizer, max_length, append_eos)
-    return builder.collate(builder.build(list(texts), expand_instruction(instruction, len(texts))), padding_side)
+    return builder.collate(
+        builder.build(list(texts), expand_instruction(instruction, len(texts))), padding_side
+    )
 
 
 def expand_instruction(instruction: str | list[str] | None, n: int) -> list[str] | None:
@@ -171,7 +177,9 @@ def expand_instruction(instruction: str | list[str] | None, n: int) -> list[str]
         return [instruction] * n if instruction else None
     instructions = list(instruction)
     if len(instructions) != n:
-        raise ValueError(f"got {len(instructions)} instructions for {n} texts; pass one string or one per text")
+        raise ValueError(
+            f"got {len(instructions)} instructions for {n} texts; pass one string or one per text"
+        )
     for i, item in enumerate(instructions):
         if not isinstance(item, str):
             raise TypeError(f"instruction[{i}] is {type(item).__name__}, not str")

@@ -19,9 +19,7 @@ def eval_command(
     model: ModelOption = DEFAULT_ENCODER,
     tasks: Annotated[
         str,
-        typer.Option(
-            help="Comma-separated: stsb, stsb-dev, sickr, or custom task folders under --data-dir."
-        ),
+        typer.Option(help="Comma-separated: stsb, stsb-dev, sickr, or custom task folders under --data-dir."),
     ] = "stsb,sickr",
     data_dir: Annotated[
         Path,
@@ -30,9 +28,9 @@ def eval_command(
             help="Folder laid out like shared/data (stsbenchmark/, sick2014/, custom task folders).",
         ),
     ] = Path("../shared/data"),
-    report: Annotated[
-        Path, typer.Option("--report", help="Folder for results.json and results.md.")
-    ] = Path("reports/eval"),
+    report: Annotated[Path, typer.Option("--report", help="Folder for results.json and results.md.")] = Path(
+        "reports/eval"
+    ),
     baseline: Annotated[
         list[str] | None,
         typer.Option(
@@ -83,9 +81,11 @@ def eval_command(
     typer.echo(markdown_table(rows))
     typer.echo(f"wrote {json_path} and {md_path}")
 
+
 analyze = typer.Typer(
     no_args_is_help=True, help="The LLM2Vec paper's analyses (PNG plots) and word-level probing."
 )
+
 
 @analyze.command("future-tokens")
 @reports_errors
@@ -107,6 +107,7 @@ def future_tokens_command(
         )
     typer.echo(f"wrote {summary['plot']}")
 
+
 @analyze.command("layer-similarity")
 @reports_errors
 def layer_similarity_command(
@@ -127,6 +128,7 @@ def layer_similarity_command(
     )
     typer.echo(f"mean cosine per layer: {', '.join(f'{v:.3f}' for v in summary['mean_per_layer'])}")
     typer.echo(f"wrote {summary['plot']}")
+
 
 @analyze.command("probe")
 @reports_errors
@@ -155,9 +157,7 @@ def probe_command(
     scores = run_probe(
         enc, load_tagged(train, task), load_tagged(test, task), layer=layer, next_token=next_token
     )
-    typer.echo(
-        ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in scores.items())
-    )
+    typer.echo(", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in scores.items()))
     if out is not None:
         write_json_atomic(
             out, {"model": model, "task": task, "layer": layer, "next_token": next_token, **scores}

@@ -152,10 +152,7 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     cell = {(r["variant"], r["task"]): r["scores"][r["main_score"]] for r in results}
     head = "| variant | " + " | ".join(f"{t} ({mains[t]})" for t in tasks) + " |"
     rule = "|---|" + "---:|" * len(tasks)
-    rows = [
-        f"| {v} | " + " | ".join(_cell(cell.get((v, t))) for t in tasks) + " |"
-        for v in variants
-    ]
+    rows = [f"| {v} | " + " | ".join(_cell(cell.get((v, t))) for t in tasks) + " |" for v in variants]
     return "\n".join([head, rule, *rows]) + "\n"
 
 

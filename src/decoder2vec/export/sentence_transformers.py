@@ -28,7 +28,9 @@ _ALL_KEYS = (
 )
 
 
-def write_sentence_transformers_files(folder: Path, *, pooling: str, max_length: int, embedding_dim: int) -> None:
+def write_sentence_transformers_files(
+    folder: Path, *, pooling: str, max_length: int, embedding_dim: int
+) -> None:
     """Write modules.json, sentence_bert_config.json, config_sentence_transformers.json and 1_Pooling/."""
     folder = Path(folder)
     modules = [
@@ -42,7 +44,10 @@ def write_sentence_transformers_files(folder: Path, *, pooling: str, max_length:
     (folder / "1_Pooling").mkdir(parents=True, exist_ok=True)
     _dump(folder / "modules.json", modules)
     _dump(folder / "sentence_bert_config.json", {"max_seq_length": max_length, "do_lower_case": False})
-    _dump(folder / "config_sentence_transformers.json", {"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"})
+    _dump(
+        folder / "config_sentence_transformers.json",
+        {"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"},
+    )
     _dump(folder / "1_Pooling" / "config.json", pooling_config)
 
 

@@ -96,6 +96,7 @@ train_app = typer.Typer(
     no_args_is_help=True,
 )
 
+
 @train_app.command("mntp")
 @_friendly
 def mntp(
@@ -110,9 +111,7 @@ def mntp(
     batch_size: BatchOpt = None,
     max_seq_length: LenOpt = None,
     lr: LrOpt = None,
-    mask_strategy: Annotated[
-        str | None, typer.Option("--mask-strategy", help="bert or all_mask.")
-    ] = None,
+    mask_strategy: Annotated[str | None, typer.Option("--mask-strategy", help="bert or all_mask.")] = None,
     mask_probability: Annotated[float | None, typer.Option("--mask-probability")] = None,
     mask_token: Annotated[
         str | None, typer.Option("--mask-token", help="blank ('_'), eos, pad or new.")
@@ -146,6 +145,7 @@ def mntp(
     apply_overrides(cfg, set_, prefix="mntp")
     result = run_mntp(cfg, out, resume=resume, overwrite=overwrite)
     _report(f"adapter: {result.adapter}" + (f"\nmerged model: {result.merged}" if result.merged else ""))
+
 
 @train_app.command("simcse")
 @_friendly
@@ -188,6 +188,7 @@ def simcse(
     apply_overrides(cfg, set_, prefix="simcse")
     result = run_simcse(cfg, out, resume=resume, overwrite=overwrite)
     _report(f"adapter: {result.adapter}" + (f"\nencoder: {result.merged}" if result.merged else ""))
+
 
 @train_app.command("supervised")
 @_friendly

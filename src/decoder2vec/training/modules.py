@@ -82,4 +82,12 @@ class MNTPModel(nn.Module):
 # The pooled embedder *is* the encoder's module (kept under its training-side name).
 Embedder = PooledModel
 
-__all__ = ["Embedder", "MNTPModel", "PooledModel", "add_lora", "embed", "set_attention_dropout", "trainable_state"]
+__all__ = [
+    "Embedder",
+    "MNTPModel",
+    "PooledModel",
+    "add_lora",
+    "embed",
+    "set_attention_dropout",
+    "trainable_state",
+]

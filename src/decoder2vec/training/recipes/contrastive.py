@@ -119,7 +119,9 @@ class ContrastiveRecipe:
         self.setup(acc)
         stage = Stage(self.name, self.encoder.module, self.plan, self.make_batch, self.step)
         ident = identity(self.name, self.cfg, acc.num_processes)
-        metrics = train(stage, self.cfg, out_dir, ident, acc, resume=resume, overwrite=overwrite, callbacks=callbacks)
+        metrics = train(
+            stage, self.cfg, out_dir, ident, acc, resume=resume, overwrite=overwrite, callbacks=callbacks
+        )
         result = StageResult(out_dir, out_dir / "adapter", metrics=metrics)
         if acc.is_main_process:
             result.adapter, result.merged = self.save(out_dir)
@@ -132,7 +134,9 @@ class ContrastiveRecipe:
         if not self.cfg.merge:
             return adapter, None
         merged = self.peft_model.merge_and_unload()  # in place: the encoder's backbone is now merged
-        set_attention_dropout(merged, self.original_dropout)  # dropout is a training setting, not the encoder's
+        set_attention_dropout(
+            merged, self.original_dropout
+        )  # dropout is a training setting, not the encoder's
         merged.eval()
         self.encoder.max_length = max(self.encoder.max_length, min(512, _context(merged)))
         return adapter, self.encoder.save(out_dir / "encoder", overwrite=True)

@@ -128,7 +128,9 @@ class MNTPRecipe:
         cfg, acc = self.cfg, self.acc
         subset = self.eval_blocks[: cfg.eval_batches * cfg.batch_size]
         with acc.autocast():
-            return evaluate_mntp(acc.unwrap_model(prepared), subset, self.masker, cfg.batch_size, cfg.seed, acc.device)
+            return evaluate_mntp(
+                acc.unwrap_model(prepared), subset, self.masker, cfg.batch_size, cfg.seed, acc.device
+            )
 
     def run(
         self,
@@ -145,7 +147,9 @@ class MNTPRecipe:
             self.name, self.model, self.plan, self.make_batch, self.step, self.evaluate, self.cfg.eval_every
         )
         ident = identity(self.name, self.cfg, acc.num_processes)
-        metrics = train(stage, self.cfg, out_dir, ident, acc, resume=resume, overwrite=overwrite, callbacks=callbacks)
+        metrics = train(
+            stage, self.cfg, out_dir, ident, acc, resume=resume, overwrite=overwrite, callbacks=callbacks
+        )
         result = StageResult(out_dir, out_dir / "adapter", metrics=metrics)
         if acc.is_main_process:
             result.merged = self.save(out_dir)
@@ -159,7 +163,9 @@ class MNTPRecipe:
             return None
         self.decoder.merge_and_unload()  # merges into lm.model in place
         lm, tokenizer = self.lm, self.tokenizer
-        return replace_folder(out_dir / "merged", lambda tmp: (lm.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
+        return replace_folder(
+            out_dir / "merged", lambda tmp: (lm.save_pretrained(tmp), tokenizer.save_pretrained(tmp))
+        )
 
 
 def run_mntp(
