@@ -1,281 +1,41 @@
-"""The ``decoder2vec`` command line. Errors are reported as one line, without a traceback."""
+"""The ``decoder2vec`` command line: this module only assembles the command tree.
+
+Each package owns its commands (``encoding/cli.py``, ``backbone/cli.py``, ``training/cli.py``,
+``evaluation/cli.py``, ``serving/cli.py``, ``corpus/cli.py``, ``export/cli.py``); what they share is in
+``cli_common.py``. Errors are reported as one line, without a traceback.
+"""
 
 from __future__ import annotations
 
-import importlib
-import json
-import sys
-from pathlib import Path
-from typing import Annotated
-
 import typer
 
-from decoder2vec.backbone.default_model import DEFAULT_ENCODER, DEFAULT_MODEL
-from decoder2vec.cli_common import quiet_transformers, reports_errors
+from decoder2vec.backbone.cli import import_gguf_command
+from decoder2vec.corpus.cli import embed_corpus
+from decoder2vec.demo import demo_command
+from decoder2vec.encoding.cli import encode, info, similarity
+from decoder2vec.evaluation.cli import analyze, eval_command
+from decoder2vec.export.cli import app as export_app
+from decoder2vec.serving.cli import serve
+from decoder2vec.training.cli import convert, train_app
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Turn decoder-only LLMs into text encoders (LLM2Vec)."
 )
-
-ModelOption = Annotated[
-    str, typer.Option("--model", "-m", help="Model folder, .gguf file, hub id, or the alias 'smollm2-135m'.")
-]
-
-
-def _quiet_transformers() -> None:
-    quiet_transformers()
-
-
-def _load(model: str, pooling: str | None = None, causal: bool = False, max_length: int | None = None):
-    from decoder2vec import Encoder
-
-    _quiet_transformers()
-
-    return Encoder.from_pretrained(
-        model, pooling=pooling, bidirectional=False if causal else None, max_length=max_length
-    )
-
-
-TEXT_FORMATS = ("auto", "text", "jsonl")
-
-
-def read_texts(source: str, field: str = "text", fmt: str = "auto") -> list[str]:
-    """Texts from a file or ``-`` (stdin): one per line (``text``), or JSONL objects with a ``field`` key.
-
-    ``auto`` reads ``.jsonl`` files as JSONL and other files as plain text; stdin is JSONL when its
-    first non-blank line is a JSON object.
-    """
-    from decoder2vec.errors import InputError
-    from decoder2vec.io import check_unicode, iter_jsonl, read_text_lines
-
-    if fmt not in TEXT_FORMATS:
-        raise InputError(f"--format must be one of {', '.join(TEXT_FORMATS)}, got {fmt!r}")
-    if source == "-":
-        name = "<stdin>"
-        data = sys.stdin.buffer.read()
-        try:
-            lines = data.decode("utf-8").splitlines()
-        except UnicodeDecodeError as exc:
-            line = data[: exc.start].count(b"\n") + 1
-            raise InputError(f"{name}:{line}: not valid UTF-8 ({exc.reason}); send UTF-8 text") from None
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise InputError(f"input file not found: {path}")
-        lines, name = read_text_lines(path), str(path)
-    if fmt == "auto":
-        # Files: by extension. Stdin has none: JSONL when its first non-blank line is a JSON object.
-        is_jsonl = name.endswith(".jsonl") or (name == "<stdin>" and _looks_like_json_object(lines))
-    else:
-        is_jsonl = fmt == "jsonl"
-    texts = []
-    if not is_jsonl:
-        for number, line in enumerate(lines, start=1):
-            if line.strip():  # blank lines separate nothing; skipping them keeps line files forgiving
-                texts.append(check_unicode(line, f"{name}:{number}"))
-    else:
-        for number, record in iter_jsonl(name, lines):
-            if not isinstance(record, dict) or field not in record:
-                raise InputError(f"{name}:{number}: no '{field}' field")
-            if not isinstance(record[field], str):
-                raise InputError(f"{name}:{number}: field '{field}' is not a string")
-            texts.append(check_unicode(record[field], f"{name}:{number}"))
-    if not texts:
-        raise InputError(f"{name} holds no texts")
-    return texts
-
-
-def _looks_like_json_object(lines: list[str]) -> bool:
-    first = next((line for line in lines if line.strip()), "")
-    try:
-        return isinstance(json.loads(first), dict)
-    except json.JSONDecodeError:
-        return False
-
-
-def check_output(path: Path) -> None:
-    """Fail before any work when the output cannot be written."""
-    from decoder2vec.errors import InputError
-
-    if path.suffix not in (".npy", ".jsonl"):
-        raise InputError(f"output {path} must end in .npy or .jsonl")
-    if path.is_dir():
-        raise InputError(f"output {path} is a folder; give a file name ending in .npy or .jsonl")
-    if not path.parent.exists():
-        raise InputError(f"the folder of output {path} does not exist")
-
-
-def check_encode_options(pooling: str | None, batch_size: int, max_length: int | None) -> None:
-    """Settings that need no model, checked before one is loaded."""
-    from decoder2vec.encoding.pooling import POOLING_MODES
-    from decoder2vec.errors import ConfigError
-
-    if pooling is not None and pooling not in POOLING_MODES:
-        raise ConfigError(f"--pooling {pooling!r} is not one of {', '.join(POOLING_MODES)}")
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size must be positive, got {batch_size}")
-    if max_length is not None and max_length < 2:
-        raise ConfigError(f"--max-length must be at least 2, got {max_length}")
-
-
-def write_embeddings(path: Path, embeddings, texts: list[str]) -> None:
-    """``.npy`` (float32 matrix) or ``.jsonl`` (text + embedding per line), written atomically."""
-    import io
-
-    import numpy as np
-
-    from decoder2vec.errors import InputError
-    from decoder2vec.io import write_file_atomic
-
-    if path.suffix == ".npy":
-        buffer = io.BytesIO()
-        np.save(buffer, embeddings.astype(np.float32))
-        write_file_atomic(path, buffer.getvalue())
-    elif path.suffix == ".jsonl":
-        lines = (
-            json.dumps({"text": t, "embedding": [round(float(x), 7) for x in row]})
-            for t, row in zip(texts, embeddings)
-        )
-        write_file_atomic(path, "".join(line + "\n" for line in lines))
-    else:
-        raise InputError(f"output {path} must end in .npy or .jsonl")
-
-
-@app.command()
-@reports_errors
-def encode(
-    source: Annotated[str, typer.Argument(help="Text file (one per line), JSONL file, or - for stdin.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output .npy or .jsonl file.")],
-    model: ModelOption = DEFAULT_ENCODER,
-    field: Annotated[str, typer.Option(help="Text field of JSONL records.")] = "text",
-    instruction: Annotated[str | None, typer.Option(help="Instruction attended to but not pooled.")] = None,
-    pooling: Annotated[str | None, typer.Option(help="mean, weighted_mean, last_token or bos.")] = None,
-    causal: Annotated[bool, typer.Option("--causal", help="Keep the causal mask (baseline).")] = False,
-    batch_size: int = 32,
-    max_length: Annotated[
-        int | None, typer.Option(help="Token limit per text (default: the model's setting).")
-    ] = None,
-    normalize: Annotated[bool, typer.Option(help="L2-normalise the embeddings.")] = False,
-    fmt: Annotated[
-        str,
-        typer.Option(
-            "--format", help="Input format: text (one per line), jsonl, or auto (.jsonl files are JSONL)."
-        ),
-    ] = "auto",
-) -> None:
-    """Embed texts from a file or stdin and write them as .npy or .jsonl."""
-    check_output(out)
-    check_encode_options(pooling, batch_size, max_length)
-    texts = read_texts(source, field, fmt)
-    encoder = _load(model, pooling, causal, max_length)
-    embeddings = encoder.encode(
-        texts, instruction=instruction, batch_size=batch_size, normalize=normalize, show_progress_bar=True
-    )
-    write_embeddings(out, embeddings, texts)
-    typer.echo(f"wrote {len(texts)} embeddings of dimension {embeddings.shape[1]} to {out}")
-
-
-@app.command()
-@reports_errors
-def similarity(
-    a: Annotated[str, typer.Argument(help="First text.")],
-    b: Annotated[str, typer.Argument(help="Second text.")],
-    model: ModelOption = DEFAULT_ENCODER,
-    pooling: Annotated[str | None, typer.Option(help="mean, weighted_mean, last_token or bos.")] = None,
-    causal: Annotated[bool, typer.Option("--causal")] = False,
-) -> None:
-    """Print the cosine similarity of two texts."""
-    check_encode_options(pooling, 1, None)
-    encoder = _load(model, pooling, causal)
-    embeddings = encoder.encode([a, b], normalize=True)
-    typer.echo(f"{float(embeddings[0] @ embeddings[1]):.4f}")
-
-
-@app.command("import-gguf")
-@reports_errors
-def import_gguf_command(
-    gguf_file: Annotated[Path, typer.Argument(help="A GGUF decoder that transformers can read.")],
-    out_dir: Annotated[Path, typer.Argument(help="New folder for the safetensors model.")],
-    eos_token: Annotated[str | None, typer.Option(help="Override the eos token.")] = None,
-    pad_token: Annotated[str | None, typer.Option(help="Override the pad token (default: eos).")] = None,
-) -> None:
-    """Dequantize a GGUF file into a safetensors model folder."""
-    from decoder2vec.backbone.gguf_import import import_gguf
-
-    folder = import_gguf(gguf_file, out_dir, eos_token=eos_token, pad_token=pad_token)
-    typer.echo(f"wrote {folder}")
-
-
-@app.command()
-@reports_errors
-def info(
-    model: ModelOption = DEFAULT_MODEL, causal: Annotated[bool, typer.Option("--causal")] = False
-) -> None:
-    """Describe a model: architecture, size, pooling, and the attention self-check result."""
-    from decoder2vec.backbone.loading import check_attention
-
-    encoder = _load(model, causal=causal)
-    config = encoder.model.config
-    n_params = sum(p.numel() for p in encoder.model.parameters())
-    check = check_attention(encoder.model, encoder.tokenizer)
-    rows = {
-        "model": str(model),
-        "architecture": f"{config.model_type} ({type(encoder.model).__name__})",
-        "parameters": f"{n_params / 1e6:.1f}M",
-        "layers x hidden": f"{config.num_hidden_layers} x {config.hidden_size}",
-        "attention": f"{config._attn_implementation}, {check.describe()}",
-        "pooling": encoder.pooling,
-        "max_length": str(encoder.max_length),
-        "dtype / device": f"{next(encoder.model.parameters()).dtype} / {encoder.device}",
-    }
-    width = max(map(len, rows))
-    for key, value in rows.items():
-        typer.echo(f"{key:<{width}}  {value}")
-
-
-@app.command()
-@reports_errors
-def demo(
-    model: ModelOption = DEFAULT_MODEL,
-    train: Annotated[
-        bool, typer.Option("--train/--no-train", help="Run the short conversion and score it.")
-    ] = True,
-    out: Annotated[Path, typer.Option(help="Folder of the demo conversion (reused when finished).")] = Path(
-        "runs/demo"
-    ),
-    mntp_steps: int = 20,
-    simcse_steps: int = 20,
-) -> None:
-    """Causal vs bidirectional similarities, then a short real conversion with a before/after score."""
-    from decoder2vec.demo import run_demo
-
-    _quiet_transformers()
-    run_demo(model, echo=typer.echo, train=train, out=out, mntp_steps=mntp_steps, simcse_steps=simcse_steps)
-
-
-def _assemble() -> None:
-    """The command tree: each stage package owns its commands; this module only mounts them."""
-    from decoder2vec.evaluation.cli import analyze, eval_command
-    from decoder2vec.training.cli import convert, train_app
-
-    app.command("convert")(convert)
-    app.command("eval")(eval_command)
-    app.add_typer(train_app, name="train")
-    app.add_typer(analyze, name="analyze")
-    # Newer sub-commands: a module exposes a command function or a Typer sub-app.
-    for module_name, attr, name, kind in (
-        ("decoder2vec.serving.cli", "serve", "serve", "command"),
-        ("decoder2vec.corpus.cli", "embed_corpus", "embed-corpus", "command"),
-        ("decoder2vec.export.cli", "app", "export", "group"),
-    ):
-        module = importlib.import_module(module_name)
-        if kind == "command":
-            app.command(name)(getattr(module, attr))
-        else:
-            app.add_typer(getattr(module, attr), name=name)
-
-
-_assemble()
+for name, command in (
+    ("encode", encode),
+    ("similarity", similarity),
+    ("import-gguf", import_gguf_command),
+    ("info", info),
+    ("demo", demo_command),
+    ("convert", convert),
+    ("eval", eval_command),
+    ("serve", serve),
+    ("embed-corpus", embed_corpus),
+):
+    app.command(name)(command)
+app.add_typer(train_app, name="train")
+app.add_typer(analyze, name="analyze")
+app.add_typer(export_app, name="export")
 
 if __name__ == "__main__":
     app()

@@ -13,8 +13,13 @@ import time
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+import typer
+
+from decoder2vec.backbone.default_model import DEFAULT_MODEL
+from decoder2vec.cli_common import ModelOption, quiet_transformers, reports_errors
 
 DEMO_SENTENCES = [
     "A man is playing a guitar.",
@@ -129,3 +134,21 @@ def _same_settings(record: dict, cfg) -> bool:
             done[name].get(key) == getattr(getattr(cfg, name), key) for name in cfg.stages for key in keys
         )
     )
+
+
+# ---------------------------------------------------------------- the `decoder2vec demo` command
+@reports_errors
+def demo_command(
+    model: ModelOption = DEFAULT_MODEL,
+    train: Annotated[
+        bool, typer.Option("--train/--no-train", help="Run the short conversion and score it.")
+    ] = True,
+    out: Annotated[Path, typer.Option(help="Folder of the demo conversion (reused when finished).")] = Path(
+        "runs/demo"
+    ),
+    mntp_steps: int = 20,
+    simcse_steps: int = 20,
+) -> None:
+    """Causal vs bidirectional similarities, then a short real conversion with a before/after score."""
+    quiet_transformers()
+    run_demo(model, echo=typer.echo, train=train, out=out, mntp_steps=mntp_steps, simcse_steps=simcse_steps)
