@@ -1,11 +1,15 @@
 """SimCSE learning rates side by side: STS-B and SICK-R every K steps, one process per learning rate.
 
     python bench/simcse_sweep.py --lrs 3e-4 1e-3 --steps 160 --eval-every 40 [--adapter DIR] [--pairs 250]
+        [--split dev|test] [--batch-size 16] [--mini-batch-size N]
 
-Each learning rate trains SimCSE (batch 16, 48 tokens, the offline Wikipedia corpus) on top of the MNTP
+Each learning rate trains SimCSE (batch 16 unless --batch-size; with --mini-batch-size the batch is
+embedded by GradCache in pieces, so more in-batch negatives cost no more memory; 48 tokens, the offline
+Wikipedia corpus) on top of the MNTP
 adapter that ``bench/recipe.py`` wrote (``--adapter``), in its own process with one torch thread, all
 processes at once, so they share the machine equally. Every ``--eval-every`` steps the model is scored
-(Spearman x100, mean pooling) on ``--pairs`` pairs of STS-B test and SICK-R test. Used to choose the
+(Spearman x100, mean pooling) on ``--pairs`` pairs of STS-B and SICK-R: test, or with ``--split dev``
+STS-B dev and SICK trial, the sets to make choices on. Used to choose the
 ``cpu-1h`` budget's SimCSE learning rate; writes bench/results/simcse_sweep.json.
 """
 
@@ -36,9 +40,14 @@ def worker(lr: float, args: argparse.Namespace) -> list[dict]:
     from decoder2vec.training.config import SimCSEConfig
     from decoder2vec.training.recipes import simcse
 
+    # dev: STS-B dev and SICK trial, the sets choices are made on; test: report once, at the end
+    files = {
+        "dev": ("sts-dev.csv", "SICK_trial.txt"),
+        "test": ("sts-test.csv", "SICK_test_annotated.txt"),
+    }[args.split]
     data = {
-        "STS-B": load_stsb(args.data_dir / "stsbenchmark" / "sts-test.csv"),
-        "SICK-R": load_sick(args.data_dir / "sick2014" / "SICK_test_annotated.txt"),
+        "STS-B": load_stsb(args.data_dir / "stsbenchmark" / files[0]),
+        "SICK-R": load_sick(args.data_dir / "sick2014" / files[1]),
     }
     sets = {name: (d, pick(d, args.pairs, args.subset)) for name, d in data.items()}
     rows: list[dict] = []
@@ -63,7 +72,8 @@ def worker(lr: float, args: argparse.Namespace) -> list[dict]:
         adapters=[str(args.adapter)],
         max_steps=args.steps,
         learning_rate=lr,
-        batch_size=16,
+        batch_size=args.batch_size,
+        mini_batch_size=args.mini_batch_size,
         max_seq_length=48,
         log_every=20,
         save_every=10**9,
@@ -78,6 +88,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3])
     parser.add_argument("--steps", type=int, default=160)
+    parser.add_argument("--batch-size", type=int, default=16, help="sentences per step (in-batch negatives)")
+    parser.add_argument(
+        "--mini-batch-size",
+        type=int,
+        default=None,
+        help="GradCache micro-batch: a large batch in small pieces",
+    )
     parser.add_argument("--eval-every", type=int, default=40)
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--adapter", type=Path, default=RESULTS / "recipe-runs" / "mntp" / "adapter")
@@ -86,6 +103,9 @@ def main() -> None:
         "--subset", choices=["spaced", "first"], default="spaced", help="evenly spaced pairs, or the first N"
     )
     parser.add_argument("--data-dir", type=Path, default=SHARED)
+    parser.add_argument(
+        "--split", choices=["dev", "test"], default="test", help="dev = STS-B dev + SICK trial (for choices)"
+    )
     parser.add_argument("--work-dir", type=Path, default=RESULTS / "simcse-sweep-runs")
     parser.add_argument("--out", type=Path, default=RESULTS / "simcse_sweep.json")
     args = parser.parse_args()
