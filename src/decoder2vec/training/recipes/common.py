@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import torch
 
 from decoder2vec.backbone.cache import replace_folder
-from decoder2vec.training.config import StageConfig, to_dict
+from decoder2vec.training.config import StageConfig, check_stage, to_dict
 
 
 @dataclass
@@ -18,6 +19,59 @@ class StageResult:
     adapter: Path
     merged: Path | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class Recipe:
+    """A training stage as one object, torchtune-style. Subclasses implement ``setup(accelerator)`` (data
+    first, then the model), ``stage()`` (the :class:`~decoder2vec.training.loop.Stage` the generic loop
+    runs: model, batch plan, ``make_batch``, ``step``, optional ``evaluate``) and ``save(out_dir)``
+    (returns the adapter folder and the merged output, if any). The loop owns checkpoints and resume."""
+
+    name = "stage"
+
+    def __init__(self, cfg: StageConfig) -> None:
+        check_stage(cfg, self.name)  # settings first: nothing is loaded or written for an impossible run
+        self.cfg = cfg
+
+    def setup(self, accelerator) -> None:
+        raise NotImplementedError
+
+    def stage(self):
+        raise NotImplementedError
+
+    def save(self, out_dir: Path) -> tuple[Path, Path | None]:
+        raise NotImplementedError
+
+    def run(
+        self,
+        out_dir: str | Path,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        callbacks: Sequence[Callable[[int], None]] = (),
+    ) -> StageResult:
+        """Set up, train with the generic loop (checkpoints, exact resume) and save the outputs."""
+        from decoder2vec.training.loop import make_accelerator, train
+
+        out_dir = Path(out_dir)
+        acc = make_accelerator(self.cfg)
+        self.setup(acc)
+        ident = identity(self.name, self.cfg, acc.num_processes)
+        metrics = train(
+            self.stage(),
+            self.cfg,
+            out_dir,
+            ident,
+            acc,
+            resume=resume,
+            overwrite=overwrite,
+            callbacks=callbacks,
+        )
+        result = StageResult(out_dir, out_dir / "adapter", metrics=metrics)
+        if acc.is_main_process:
+            result.adapter, result.merged = self.save(out_dir)
+        acc.wait_for_everyone()
+        return result
 
 
 def load_for_training(cfg: StageConfig, accelerator, *, with_lm_head: bool):

@@ -10,7 +10,6 @@ micro-batches with an identical gradient.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,14 +17,13 @@ import torch
 
 from decoder2vec.encoding.model import embed
 from decoder2vec.encoding.tokenization import TokenizedBatch
-from decoder2vec.training.config import ContrastiveConfig, check_stage
+from decoder2vec.training.config import ContrastiveConfig
 from decoder2vec.training.distributed import world
 from decoder2vec.training.gradcache import grad_cache_step, split_batch
-from decoder2vec.training.loop import Stage, make_accelerator, train
+from decoder2vec.training.loop import Stage
 from decoder2vec.training.modules import add_lora, set_attention_dropout
 from decoder2vec.training.recipes.common import (
-    StageResult,
-    identity,
+    Recipe,
     load_for_training,
     save_adapter,
     tokens_in,
@@ -43,15 +41,12 @@ class ContrastiveBatch:
     negative_keys: list[str] = field(default_factory=list)
 
 
-class ContrastiveRecipe:
+class ContrastiveRecipe(Recipe):
     """Base of the contrastive recipes; subclasses implement ``load_data``, ``make_batch`` and ``loss``."""
 
     name = "contrastive"
     attention_dropout: float | None = None  # None keeps the model's own
-
-    def __init__(self, cfg: ContrastiveConfig) -> None:
-        check_stage(cfg, self.name)  # settings first: nothing is loaded or written for an impossible run
-        self.cfg = cfg
+    cfg: ContrastiveConfig
 
     # ------------------------------------------------------------------ setup
     def load_data(self, world_size: int):
@@ -105,28 +100,8 @@ class ContrastiveRecipe:
         return {"loss": float(loss.detach()) / world()[1], "tokens": tokens_in(batch.tokens.attention_mask)}
 
     # ------------------------------------------------------------------ run and save
-    def run(
-        self,
-        out_dir: str | Path,
-        *,
-        resume: bool = False,
-        overwrite: bool = False,
-        callbacks: Sequence[Callable[[int], None]] = (),
-    ) -> StageResult:
-        """Set up, train with the generic loop (checkpoints, exact resume) and save the outputs."""
-        out_dir = Path(out_dir)
-        acc = make_accelerator(self.cfg)
-        self.setup(acc)
-        stage = Stage(self.name, self.encoder.module, self.plan, self.make_batch, self.step)
-        ident = identity(self.name, self.cfg, acc.num_processes)
-        metrics = train(
-            stage, self.cfg, out_dir, ident, acc, resume=resume, overwrite=overwrite, callbacks=callbacks
-        )
-        result = StageResult(out_dir, out_dir / "adapter", metrics=metrics)
-        if acc.is_main_process:
-            result.adapter, result.merged = self.save(out_dir)
-        acc.wait_for_everyone()
-        return result
+    def stage(self) -> Stage:
+        return Stage(self.name, self.encoder.module, self.plan, self.make_batch, self.step)
 
     def save(self, out_dir: Path) -> tuple[Path, Path | None]:
         """Write ``adapter/`` and, with ``cfg.merge``, a ready ``encoder/`` (merged weights, via ``Encoder.save``)."""
@@ -134,9 +109,8 @@ class ContrastiveRecipe:
         if not self.cfg.merge:
             return adapter, None
         merged = self.peft_model.merge_and_unload()  # in place: the encoder's backbone is now merged
-        set_attention_dropout(
-            merged, self.original_dropout
-        )  # dropout is a training setting, not the encoder's
+        # dropout is a training setting, not the encoder's
+        set_attention_dropout(merged, self.original_dropout)
         merged.eval()
         self.encoder.max_length = max(self.encoder.max_length, min(512, _context(merged)))
         return adapter, self.encoder.save(out_dir / "encoder", overwrite=True)

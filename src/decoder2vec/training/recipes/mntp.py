@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 
 from decoder2vec.backbone.cache import replace_folder
-from decoder2vec.training.config import MNTPConfig, check_stage
+from decoder2vec.training.config import MNTPConfig
 from decoder2vec.training.data.chunking import chunk_blocks, tokenize_documents, train_eval_split
 from decoder2vec.training.data.corpus import read_texts
 from decoder2vec.training.data.sampling import BatchPlan, shard
-from decoder2vec.training.loop import Stage, make_accelerator, train
+from decoder2vec.training.loop import Stage
 from decoder2vec.training.masking import (
     DEFAULT_PROBABILITY,
     mask_tokens,
@@ -21,8 +21,8 @@ from decoder2vec.training.masking import (
 )
 from decoder2vec.training.modules import MNTPModel, add_lora
 from decoder2vec.training.recipes.common import (
+    Recipe,
     StageResult,
-    identity,
     load_for_training,
     save_adapter,
 )
@@ -79,15 +79,12 @@ def evaluate_mntp(
     return {"loss": loss_sum / count, "accuracy": correct / count, "masked_tokens": count}
 
 
-class MNTPRecipe:
+class MNTPRecipe(Recipe):
     """MNTP as one object, torchtune-style: ``setup`` (data first, then the model with a fresh LoRA),
     ``make_batch``, ``step``, ``evaluate``; the generic loop owns checkpoints and exact resume."""
 
     name = "mntp"
-
-    def __init__(self, cfg: MNTPConfig) -> None:
-        check_stage(cfg, self.name)  # settings first: nothing is loaded or written for an impossible run
-        self.cfg = cfg
+    cfg: MNTPConfig
 
     def setup(self, acc) -> None:
         cfg = self.cfg
@@ -132,40 +129,22 @@ class MNTPRecipe:
                 acc.unwrap_model(prepared), subset, self.masker, cfg.batch_size, cfg.seed, acc.device
             )
 
-    def run(
-        self,
-        out_dir: str | Path,
-        *,
-        resume: bool = False,
-        overwrite: bool = False,
-        callbacks: Sequence[Callable[[int], None]] = (),
-    ) -> StageResult:
-        out_dir = Path(out_dir)
-        acc = make_accelerator(self.cfg)
-        self.setup(acc)
-        stage = Stage(
+    def stage(self) -> Stage:
+        return Stage(
             self.name, self.model, self.plan, self.make_batch, self.step, self.evaluate, self.cfg.eval_every
         )
-        ident = identity(self.name, self.cfg, acc.num_processes)
-        metrics = train(
-            stage, self.cfg, out_dir, ident, acc, resume=resume, overwrite=overwrite, callbacks=callbacks
-        )
-        result = StageResult(out_dir, out_dir / "adapter", metrics=metrics)
-        if acc.is_main_process:
-            result.merged = self.save(out_dir)
-        acc.wait_for_everyone()
-        return result
 
-    def save(self, out_dir: Path) -> Path | None:
+    def save(self, out_dir: Path) -> tuple[Path, Path | None]:
         """``adapter/`` and, with ``cfg.merge``, ``merged/`` (the causal LM with the adapter merged in)."""
-        save_adapter(self.decoder, out_dir / "adapter")
+        adapter = save_adapter(self.decoder, out_dir / "adapter")
         if not self.cfg.merge:
-            return None
+            return adapter, None
         self.decoder.merge_and_unload()  # merges into lm.model in place
         lm, tokenizer = self.lm, self.tokenizer
-        return replace_folder(
+        merged = replace_folder(
             out_dir / "merged", lambda tmp: (lm.save_pretrained(tmp), tokenizer.save_pretrained(tmp))
         )
+        return adapter, merged
 
 
 def run_mntp(
