@@ -6,7 +6,6 @@ mismatch fail before a model loads, and lets the Ray driver skip loading a model
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +23,11 @@ def describe_model(model: str, pooling: str | None = None, max_length: int | Non
     from transformers import AutoConfig
 
     from decoder2vec.backbone.loading import resolve_model_path
-    from decoder2vec.encoding.encoder import DEFAULTS, ENCODER_CONFIG
+    from decoder2vec.encoding.encoder import DEFAULTS, default_max_length, model_context, read_encoder_config
     from decoder2vec.encoding.pooling import check_pooling_mode
 
     path = resolve_model_path(model)
-    saved: dict[str, Any] = {}
-    settings_file = Path(path) / ENCODER_CONFIG
-    if settings_file.is_file():
-        try:
-            saved = json.loads(settings_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{settings_file} is not valid JSON: {exc}") from None
+    saved = read_encoder_config(path)
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as exc:
@@ -46,10 +39,9 @@ def describe_model(model: str, pooling: str | None = None, max_length: int | Non
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    context = getattr(text_config, "max_position_embeddings", None)
-    if max_length is None:
-        # As Encoder does: the saved setting, else the default capped at the model's context.
-        max_length = saved.get("max_length") or min(DEFAULTS["max_length"], context or DEFAULTS["max_length"])
+    context = model_context(text_config)
+    if max_length is None:  # as Encoder does: the saved setting, else the default capped at the context
+        max_length = saved.get("max_length") or default_max_length(text_config)
     if max_length < 1 or (context is not None and max_length > context):
         raise ConfigError(
             f"--max-length {max_length} must be between 1 and the model's context of {context} tokens"

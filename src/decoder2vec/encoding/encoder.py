@@ -25,8 +25,19 @@ ENCODER_CONFIG = "decoder2vec_config.json"
 # On CPU, activations of a few thousand tokens stay in cache during the memory-bound element-wise
 # ops (norms, RoPE, SiLU), which take ~40% of a forward; bigger batches only add cache misses.
 CPU_BATCH_TOKENS = 1024
-DEFAULTS = {"pooling": "mean", "max_length": 512, "append_eos": False, "bidirectional": True}
-_FROM_DEFAULTS = {"max_length": None}  # None: DEFAULTS, capped at the model's context
+# max_length None: DEFAULT_MAX_LENGTH, capped at the model's context (see default_max_length)
+DEFAULTS = {"pooling": "mean", "max_length": None, "append_eos": False, "bidirectional": True}
+DEFAULT_MAX_LENGTH = 512
+
+
+def model_context(config) -> int | None:
+    """The longest sequence the model was built for (``max_position_embeddings``), if it says."""
+    return getattr(config, "max_position_embeddings", None)
+
+
+def default_max_length(config) -> int:
+    """The token limit an encoder gets when none is set: 512, or the model's context if shorter."""
+    return min(DEFAULT_MAX_LENGTH, model_context(config) or DEFAULT_MAX_LENGTH)
 
 
 def check_texts(texts: list) -> None:
@@ -100,8 +111,7 @@ class Encoder:
         # Padded tokens per forward; None = automatic (CPU_BATCH_TOKENS on CPU, no cap on GPUs).
         self.max_batch_tokens = max_batch_tokens
         if max_length is None:  # the default, capped by what the model can attend to
-            context = getattr(self.model.config, "max_position_embeddings", None) or DEFAULTS["max_length"]
-            max_length = min(DEFAULTS["max_length"], context)
+            max_length = default_max_length(self.model.config)
         self._max_length, self._append_eos = max_length, append_eos
         self._rebuild(max_length, append_eos)
 
@@ -109,7 +119,7 @@ class Encoder:
     # exactly what save() writes, so a reloaded encoder embeds the same way.
     def _rebuild(self, max_length: int, append_eos: bool) -> None:
         max_length = check_positive_int("max_length", max_length)
-        context = getattr(self.model.config, "max_position_embeddings", None)
+        context = model_context(self.model.config)
         if context is not None and max_length > context:
             raise ValueError(f"max_length={max_length} exceeds the model's context of {context} tokens")
         self._builder = SequenceBuilder(self.tokenizer, max_length, bool(append_eos))
@@ -166,10 +176,10 @@ class Encoder:
         (so a saved encoder round-trips), else the defaults: mean pooling, bidirectional, 512 tokens.
         """
         path = resolve_model_path(name_or_path)
-        saved = _read_encoder_config(path)
+        saved = read_encoder_config(path)
 
         def pick(key: str, value):
-            return value if value is not None else saved.get(key, _FROM_DEFAULTS.get(key, DEFAULTS.get(key)))
+            return value if value is not None else saved.get(key, DEFAULTS[key])
 
         model, tokenizer = load_backbone(
             path,
@@ -366,7 +376,8 @@ def _written_by_save(name: str) -> bool:
     return name.startswith("model") and name.endswith((".safetensors", ".safetensors.index.json"))
 
 
-def _read_encoder_config(path: str) -> dict:
+def read_encoder_config(path: str | Path) -> dict:
+    """The settings a saved encoder folder records (``decoder2vec_config.json``), or ``{}``."""
     file = Path(path) / ENCODER_CONFIG
     if not file.is_file():
         return {}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from decoder2vec.encoding.encoder import default_max_length
 from decoder2vec.encoding.model import embed
 from decoder2vec.encoding.tokenization import TokenizedBatch
 from decoder2vec.training.config import ContrastiveConfig
@@ -54,7 +55,7 @@ class ContrastiveRecipe(Recipe):
         raise NotImplementedError
 
     def setup(self, accelerator) -> None:
-        from decoder2vec.encoding.encoder import Encoder
+        from decoder2vec.encoding.encoder import Encoder, model_context
 
         self.acc = accelerator
         self.rank, self.world_size = accelerator.process_index, accelerator.num_processes
@@ -67,7 +68,8 @@ class ContrastiveRecipe(Recipe):
         # The encoder being trained: its pooled module is what the loop optimises, its tokenization plan
         # (built once) is what every batch goes through.
         # (max_seq_length is a cap: a recipe's 512 on a model with a shorter context uses the context)
-        max_length = min(self.cfg.max_seq_length, _context(base))
+        context = model_context(base.config)
+        max_length = min(self.cfg.max_seq_length, context) if context else self.cfg.max_seq_length
         self.encoder = Encoder(self.peft_model, tokenizer, pooling=self.cfg.pooling, max_length=max_length)
         self.encoder.module.to(accelerator.device)
 
@@ -112,9 +114,6 @@ class ContrastiveRecipe(Recipe):
         # dropout is a training setting, not the encoder's
         set_attention_dropout(merged, self.original_dropout)
         merged.eval()
-        self.encoder.max_length = max(self.encoder.max_length, min(512, _context(merged)))
+        # the saved encoder embeds whole texts, not the training truncation
+        self.encoder.max_length = max(self.encoder.max_length, default_max_length(merged.config))
         return adapter, self.encoder.save(out_dir / "encoder", overwrite=True)
-
-
-def _context(model) -> int:
-    return int(getattr(model.config, "max_position_embeddings", None) or 512)
