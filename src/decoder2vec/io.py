@@ -143,17 +143,21 @@ def replace_entries(
     return target
 
 
-def read_text_lines(path: str | Path) -> list[str]:
-    """A UTF-8 file's lines; undecodable bytes are an :class:`InputError` naming file and line."""
-    path = Path(path)
-    data = path.read_bytes()
+def decode_lines(data: bytes, name: str, fix: str = "re-save the file as UTF-8") -> list[str]:
+    """UTF-8 ``data`` split into lines; undecodable bytes are an :class:`InputError` naming ``name`` and
+    the line (``fix`` says what to do about it)."""
     try:
         return data.decode("utf-8").splitlines()
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise InputError(
-            f"{path}:{line}: not valid UTF-8 ({exc.reason} at byte {exc.start}); re-save the file as UTF-8"
+            f"{name}:{line}: not valid UTF-8 ({exc.reason} at byte {exc.start}); {fix}"
         ) from None
+
+
+def read_text_lines(path: str | Path) -> list[str]:
+    """A UTF-8 file's lines; undecodable bytes are an :class:`InputError` naming file and line."""
+    return decode_lines(Path(path).read_bytes(), str(path))
 
 
 def check_unicode(text: str, where: str) -> str:

@@ -25,18 +25,13 @@ def read_texts(source: str, field: str = "text", fmt: str = "auto") -> list[str]
     first non-blank line is a JSON object.
     """
     from decoder2vec.errors import InputError
-    from decoder2vec.io import check_unicode, iter_jsonl, read_text_lines
+    from decoder2vec.io import check_unicode, decode_lines, iter_jsonl, read_text_lines
 
     if fmt not in TEXT_FORMATS:
         raise InputError(f"--format must be one of {', '.join(TEXT_FORMATS)}, got {fmt!r}")
     if source == "-":
         name = "<stdin>"
-        data = sys.stdin.buffer.read()
-        try:
-            lines = data.decode("utf-8").splitlines()
-        except UnicodeDecodeError as exc:
-            line = data[: exc.start].count(b"\n") + 1
-            raise InputError(f"{name}:{line}: not valid UTF-8 ({exc.reason}); send UTF-8 text") from None
+        lines = decode_lines(sys.stdin.buffer.read(), name, fix="send UTF-8 text")
     else:
         path = Path(source)
         if not path.is_file():
