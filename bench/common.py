@@ -15,6 +15,13 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def timed(fn):
+    """``(seconds, fn())``: wall time of one call."""
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
 def spaced_indices(n: int, limit: int | None) -> list[int]:
     """``limit`` indices spread evenly over ``range(n)`` (all of them without a limit). The STS files are
     ordered by genre, so the first N pairs would be one genre only."""

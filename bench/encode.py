@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import forward_flops, matmul_ceiling_gflops, mixed_documents, sts_sentences, write_results
+from common import forward_flops, matmul_ceiling_gflops, mixed_documents, sts_sentences, timed, write_results
 
 
 def naive_encode(model, tokenizer, texts: list[str], batch_size: int, max_length: int) -> torch.Tensor:
@@ -37,12 +36,6 @@ def naive_encode(model, tokenizer, texts: list[str], batch_size: int, max_length
             mask = batch["attention_mask"].unsqueeze(-1).float()
             out.append((hidden * mask).sum(1) / mask.sum(1))
     return torch.cat(out)
-
-
-def timed(fn) -> tuple[float, object]:
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
 
 
 def main() -> None:

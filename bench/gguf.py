@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ import torch
 # move the folder last, so `import gguf` (in the exporter) finds the package and `import common` still works.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
-from common import SHARED, mixed_documents, spaced_indices, sts_sentences, write_results
+from common import SHARED, mixed_documents, spaced_indices, sts_sentences, timed, write_results
 
 OUTTYPES = ("f32", "f16", "q8_0")
 
@@ -34,12 +33,6 @@ OUTTYPES = ("f32", "f16", "q8_0")
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-
-
-def timed(fn):
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, np.asarray(result, dtype=np.float32)
 
 
 class LlamaCppEncoder:
@@ -116,9 +109,10 @@ def main() -> None:
         for round_ in range(args.rounds):
             for system, engine in systems.items():
                 for name, texts in sets.items():
-                    seconds, embeddings[system, name] = timed(
+                    seconds, result = timed(
                         lambda engine=engine, texts=texts: engine.encode(texts, batch_size=32)
                     )
+                    embeddings[system, name] = np.asarray(result, dtype=np.float32)
                     best[system, name] = min(seconds, best.get((system, name), float("inf")))
                     print(
                         f"round {round_}: {system} {name} {tokens[name] / seconds:.0f} tokens/s", flush=True
