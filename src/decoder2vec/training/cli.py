@@ -62,6 +62,17 @@ def _overrides(cfg, **values) -> None:
             setattr(cfg, key, list(value) if isinstance(value, (list, tuple)) else value)
 
 
+def _run_stage(stage: str, cls, config, set_, out, resume: bool, overwrite: bool, merged_label: str, **flags):
+    """What every ``train`` command does: recipe file, then its flags, then ``--set``; run; report."""
+    from decoder2vec.training.recipes.pipeline import RUNNERS
+
+    cfg = load_stage(cls, config, stage)
+    _overrides(cfg, **flags)
+    apply_overrides(cfg, set_, prefix=stage)
+    result = RUNNERS[stage](cfg, out, resume=resume, overwrite=overwrite)
+    _report(f"adapter: {result.adapter}" + (f"\n{merged_label}: {result.merged}" if result.merged else ""))
+
+
 def _report(text: str) -> None:
     """Print the result paths once, from the main process (every DDP rank returns them)."""
     from decoder2vec.training.distributed import world
@@ -124,11 +135,15 @@ def mntp(
     set_: SetOpt = None,
 ) -> None:
     """Masked next token prediction with LoRA on the bidirectional model."""
-    from decoder2vec.training.recipes.mntp import run_mntp
-
-    cfg = load_stage(MNTPConfig, config, "mntp")
-    _overrides(
-        cfg,
+    _run_stage(
+        "mntp",
+        MNTPConfig,
+        config,
+        set_,
+        out,
+        resume,
+        overwrite,
+        "merged model",
         model=model,
         data=data,
         max_steps=steps,
@@ -142,9 +157,6 @@ def mntp(
         seed=seed,
         merge=merge,
     )
-    apply_overrides(cfg, set_, prefix="mntp")
-    result = run_mntp(cfg, out, resume=resume, overwrite=overwrite)
-    _report(f"adapter: {result.adapter}" + (f"\nmerged model: {result.merged}" if result.merged else ""))
 
 
 @train_app.command("simcse")
@@ -169,11 +181,15 @@ def simcse(
     set_: SetOpt = None,
 ) -> None:
     """Unsupervised SimCSE (pass the MNTP adapter with --adapter)."""
-    from decoder2vec.training.recipes.simcse import run_simcse
-
-    cfg = load_stage(SimCSEConfig, config, "simcse")
-    _overrides(
-        cfg,
+    _run_stage(
+        "simcse",
+        SimCSEConfig,
+        config,
+        set_,
+        out,
+        resume,
+        overwrite,
+        "encoder",
         model=model,
         data=data,
         max_steps=steps,
@@ -185,9 +201,6 @@ def simcse(
         seed=seed,
         merge=merge,
     )
-    apply_overrides(cfg, set_, prefix="simcse")
-    result = run_simcse(cfg, out, resume=resume, overwrite=overwrite)
-    _report(f"adapter: {result.adapter}" + (f"\nencoder: {result.merged}" if result.merged else ""))
 
 
 @train_app.command("supervised")
@@ -213,11 +226,15 @@ def supervised(
     set_: SetOpt = None,
 ) -> None:
     """Supervised contrastive learning with hard negatives (pass the MNTP adapter with --adapter)."""
-    from decoder2vec.training.recipes.supervised import run_supervised
-
-    cfg = load_stage(SupervisedConfig, config, "supervised")
-    _overrides(
-        cfg,
+    _run_stage(
+        "supervised",
+        SupervisedConfig,
+        config,
+        set_,
+        out,
+        resume,
+        overwrite,
+        "encoder",
         model=model,
         data=data,
         max_steps=steps,
@@ -229,9 +246,6 @@ def supervised(
         seed=seed,
         merge=merge,
     )
-    apply_overrides(cfg, set_, prefix="supervised")
-    result = run_supervised(cfg, out, resume=resume, overwrite=overwrite)
-    _report(f"adapter: {result.adapter}" + (f"\nencoder: {result.merged}" if result.merged else ""))
 
 
 @_friendly
