@@ -13,14 +13,12 @@ from typing import Annotated
 
 import typer
 
-from decoder2vec.backbone.default_model import DEFAULT_ENCODER
 from decoder2vec.errors import Decoder2VecError
 
 ModelOption = Annotated[
     str,
     typer.Option("--model", "-m", help="Model folder, .gguf file, hub id, or an alias (smollm2-135m, ...)."),
 ]
-DEFAULT_MODEL_NAME = DEFAULT_ENCODER
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

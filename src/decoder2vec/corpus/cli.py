@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from decoder2vec.cli_common import DEFAULT_MODEL_NAME, ModelOption, reports_errors
+from decoder2vec.backbone.default_model import DEFAULT_ENCODER
+from decoder2vec.cli_common import ModelOption, reports_errors
 
 
 @reports_errors
@@ -18,7 +19,7 @@ def embed_corpus(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Output folder of Parquet shards and manifest.json.")
     ],
-    model: ModelOption = DEFAULT_MODEL_NAME,
+    model: ModelOption = DEFAULT_ENCODER,
     field: Annotated[
         str, typer.Option(help="Text field of JSONL records / column of Parquet files.")
     ] = "text",

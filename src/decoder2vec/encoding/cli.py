@@ -12,9 +12,6 @@ import typer
 from decoder2vec.backbone.default_model import DEFAULT_ENCODER, DEFAULT_MODEL
 from decoder2vec.cli_common import ModelOption, load_encoder, reports_errors
 
-_load = load_encoder
-
-
 TEXT_FORMATS = ("auto", "text", "jsonl")
 
 
@@ -140,7 +137,7 @@ def encode(
     check_output(out)
     check_encode_options(pooling, batch_size, max_length)
     texts = read_texts(source, field, fmt)
-    encoder = _load(model, pooling, causal, max_length)
+    encoder = load_encoder(model, pooling, causal, max_length)
     embeddings = encoder.encode(
         texts, instruction=instruction, batch_size=batch_size, normalize=normalize, show_progress_bar=True
     )
@@ -158,7 +155,7 @@ def similarity(
 ) -> None:
     """Print the cosine similarity of two texts."""
     check_encode_options(pooling, 1, None)
-    encoder = _load(model, pooling, causal)
+    encoder = load_encoder(model, pooling, causal)
     embeddings = encoder.encode([a, b], normalize=True)
     typer.echo(f"{float(embeddings[0] @ embeddings[1]):.4f}")
 
@@ -170,7 +167,7 @@ def info(
     """Describe a model: architecture, size, pooling, and the attention self-check result."""
     from decoder2vec.backbone.loading import check_attention
 
-    encoder = _load(model, causal=causal)
+    encoder = load_encoder(model, causal=causal)
     config = encoder.model.config
     n_params = sum(p.numel() for p in encoder.model.parameters())
     check = check_attention(encoder.model, encoder.tokenizer)

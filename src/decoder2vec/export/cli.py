@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from decoder2vec.cli_common import DEFAULT_MODEL_NAME, ModelOption, quiet_transformers, reports_errors
+from decoder2vec.backbone.default_model import DEFAULT_ENCODER
+from decoder2vec.cli_common import ModelOption, quiet_transformers, reports_errors
 
 app = typer.Typer(
     help="Write encoders in formats other tools run (GGUF for llama.cpp).", no_args_is_help=True
@@ -38,7 +39,7 @@ NameOption = Annotated[
 @reports_errors
 def gguf_command(
     out: OutOption,
-    model: ModelOption = DEFAULT_MODEL_NAME,
+    model: ModelOption = DEFAULT_ENCODER,
     outtype: OuttypeOption = "f16",
     adapter: AdapterOption = None,
     pooling: PoolingOption = None,

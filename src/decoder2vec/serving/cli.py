@@ -5,7 +5,8 @@ from typing import Annotated
 
 import typer
 
-from decoder2vec.cli_common import DEFAULT_MODEL_NAME, ModelOption, quiet_transformers, reports_errors
+from decoder2vec.backbone.default_model import DEFAULT_ENCODER
+from decoder2vec.cli_common import ModelOption, quiet_transformers, reports_errors
 from decoder2vec.errors import Decoder2VecError
 from decoder2vec.serving.settings import DEFAULT_PAYLOAD_BYTES, ServeSettings
 
@@ -15,7 +16,7 @@ DRAIN_SECONDS = 60
 
 @reports_errors
 def serve(
-    model: ModelOption = DEFAULT_MODEL_NAME,
+    model: ModelOption = DEFAULT_ENCODER,
     host: Annotated[str, typer.Option(help="Address to bind; loopback unless told otherwise.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     api_key: Annotated[
