@@ -1,7 +1,11 @@
-"""SimCSE learning rates side by side: STS-B and SICK-R every K steps, one process per learning rate.
+"""SimCSE levers side by side: STS-B and SICK-R every K steps, one process per variant.
 
     python bench/simcse_sweep.py --lrs 3e-4 1e-3 --steps 160 --eval-every 40 [--adapter DIR] [--pairs 250]
         [--split dev|test] [--batch-size 16] [--mini-batch-size N]
+    python bench/simcse_sweep.py --variant base --variant top10 lora.top_layers=10 --variant no-mntp adapters=[]
+
+A ``--variant NAME [KEY=VALUE ...]`` is one process whose SimCSE settings are the defaults below changed
+by the ``--set``-style assignments (``learning_rate=1e-3``, ``lora.top_layers=10``, ``adapters=[]``).
 
 Each learning rate trains SimCSE (batch 16 unless --batch-size; with --mini-batch-size the batch is
 embedded by GradCache in pieces, so more in-batch negatives cost no more memory; 48 tokens, the offline
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import time
 from pathlib import Path
 
 from common import RESULTS, SHARED, spaced_indices, sts_spearman
@@ -32,12 +37,12 @@ def pick(data, pairs: int, subset: str) -> list[int]:
     )
 
 
-def worker(lr: float, args: argparse.Namespace) -> list[dict]:
+def worker(name: str, overrides: list[str], args: argparse.Namespace) -> list[dict]:
     import torch
 
     torch.set_num_threads(1)
     from decoder2vec.evaluation.loaders import load_sick, load_stsb
-    from decoder2vec.training.config import SimCSEConfig
+    from decoder2vec.training.config import SimCSEConfig, apply_overrides
     from decoder2vec.training.recipes import simcse
 
     # dev: STS-B dev and SICK trial, the sets choices are made on; test: report once, at the end
@@ -58,10 +63,10 @@ def worker(lr: float, args: argparse.Namespace) -> list[dict]:
         encoder = recipe.encoder  # the encoder being trained (its pooled module is what the loop optimises)
         encoder.module.eval()  # no dropout while scoring
         encoder.max_length = 128  # score whole sentences (training truncates at 48)
-        row = {"lr": lr, "step": step}
+        row = {"variant": name, "step": step, "seconds": round(time.perf_counter() - start, 1)}
         with torch.no_grad():
-            for name, (d, indices) in sets.items():
-                row[name] = sts_spearman(encoder, d, indices)
+            for task, (d, indices) in sets.items():
+                row[task] = sts_spearman(encoder, d, indices)
         encoder.module.train()
         encoder.max_length = 48
         print(json.dumps(row), flush=True)
@@ -71,7 +76,7 @@ def worker(lr: float, args: argparse.Namespace) -> list[dict]:
         model=args.model,
         adapters=[str(args.adapter)],
         max_steps=args.steps,
-        learning_rate=lr,
+        learning_rate=3e-3,
         batch_size=args.batch_size,
         mini_batch_size=args.mini_batch_size,
         max_seq_length=48,
@@ -79,14 +84,24 @@ def worker(lr: float, args: argparse.Namespace) -> list[dict]:
         save_every=10**9,
         merge=False,
     )
+    apply_overrides(cfg, overrides)
     recipe = simcse.SimCSERecipe(cfg)
-    recipe.run(args.work_dir / f"lr{lr:g}", overwrite=True, callbacks=[evaluate])
+    start = time.perf_counter()  # training time plus the scoring so far
+    recipe.run(args.work_dir / name, overwrite=True, callbacks=[evaluate])
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3])
+    parser.add_argument("--lrs", type=float, nargs="+", default=[], help="shorthand: one variant per rate")
+    parser.add_argument(
+        "--variant",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar="NAME [KEY=VALUE",
+        help="a named variant and its setting changes (repeatable)",
+    )
     parser.add_argument("--steps", type=int, default=160)
     parser.add_argument("--batch-size", type=int, default=16, help="sentences per step (in-batch negatives)")
     parser.add_argument(
@@ -112,15 +127,23 @@ def main() -> None:
     if not (args.adapter / "adapter_config.json").is_file():
         raise SystemExit(f"no MNTP adapter at {args.adapter}: run bench/recipe.py first, or pass --adapter")
 
-    with mp.get_context("spawn").Pool(len(args.lrs)) as pool:
-        results = pool.starmap(worker, [(lr, args) for lr in args.lrs])
-    rows = [row for per_lr in results for row in per_lr]
-    print(f"\n{'lr':>8}{'step':>6}{'STS-B':>8}{'SICK-R':>8}")
+    variants = [(f"lr{lr:g}", [f"learning_rate={lr}"]) for lr in args.lrs]
+    variants += [(v[0], v[1:]) for v in args.variant]
+    if not variants:
+        raise SystemExit("nothing to run: give --lrs or --variant")
+    with mp.get_context("spawn").Pool(len(variants)) as pool:
+        results = pool.starmap(worker, [(name, sets, args) for name, sets in variants])
+    rows = [row for per_variant in results for row in per_variant]
+    print(f"\n{'variant':<24}{'step':>6}{'seconds':>9}{'STS-B':>8}{'SICK-R':>8}")
     for row in rows:
-        print(f"{row['lr']:>8g}{row['step']:>6}{row['STS-B']:>8.2f}{row['SICK-R']:>8.2f}")
+        print(
+            f"{row['variant']:<24}{row['step']:>6}{row['seconds']:>9.0f}{row['STS-B']:>8.2f}{row['SICK-R']:>8.2f}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
-        json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2)
+        json.dumps(
+            {"args": {k: str(v) for k, v in vars(args).items()}, "variants": variants, "rows": rows}, indent=2
+        )
     )
     print(f"wrote {args.out}")
 

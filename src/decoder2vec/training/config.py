@@ -20,6 +20,9 @@ class LoraSettings:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
+    # LoRA only in the last N decoder layers (None: all). The backward pass then stops at the first
+    # adapted layer, so a step costs less: a speed lever for CPU budgets.
+    top_layers: int | None = None
 
 
 @dataclass

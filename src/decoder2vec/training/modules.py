@@ -7,18 +7,22 @@ forward per backward and synchronises gradients correctly.
 
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from decoder2vec.encoding.model import PooledModel, embed
 from decoder2vec.training.config import LoraSettings
+from decoder2vec.training.errors import SettingError
 from decoder2vec.training.losses import shift_labels
 from decoder2vec.training.masking import IGNORE_INDEX
 
 
 def add_lora(model: nn.Module, settings: LoraSettings, seed: int | None = None) -> nn.Module:
-    """Wrap ``model`` (a bare transformer) in a fresh LoRA on every linear layer; everything else frozen.
+    """Wrap ``model`` (a bare transformer) in a fresh LoRA on every linear layer (of the last
+    ``settings.top_layers`` decoder layers, if set); everything else frozen.
 
     With ``seed`` the LoRA initialisation is reproducible (a rerun or resume starts from the same weights).
     """
@@ -27,11 +31,27 @@ def add_lora(model: nn.Module, settings: LoraSettings, seed: int | None = None) 
     if seed is not None:
         torch.manual_seed(seed)
 
+    targets: str | list[str] = "all-linear"
+    if settings.top_layers is not None:
+        n = model.config.num_hidden_layers
+        if not 1 <= settings.top_layers <= n:
+            raise SettingError(
+                f"lora.top_layers must be between 1 and {n} (the model's layers), got {settings.top_layers}"
+            )
+        # every linear module inside decoder layers n-top .. n-1 ("layers.<i>." in HF decoder names)
+        top = set(range(n - settings.top_layers, n))
+        targets = [
+            name
+            for name, module in model.named_modules()
+            if isinstance(module, nn.Linear)
+            and (m := re.search(r"(?:^|\.)layers\.(\d+)\.", name))
+            and int(m.group(1)) in top
+        ]
     config = LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
-        target_modules="all-linear",
+        target_modules=targets,
         bias="none",
     )
     return get_peft_model(model, config)
