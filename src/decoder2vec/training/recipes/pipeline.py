@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,7 @@ def convert(
         stage_cfg.model, stage_cfg.adapters, stage_cfg.merge = cfg.model, list(adapters), False
         log.info("convert: stage %s on %s with %d adapter(s)", name, cfg.model, len(adapters))
         run_dir = out / "stages" / name
+        start = time.perf_counter()
         # --resume continues the stages that started; the ones that did not start begin fresh
         result = RUNNERS[name](stage_cfg, run_dir, resume=resume and (run_dir / RUN_FILE).is_file())
         adapters.append(str(result.adapter))
@@ -123,6 +125,7 @@ def convert(
                 "adapter": f"adapters/{name}",
                 "config": to_dict(stage_cfg),
                 "metrics": result.metrics,
+                "seconds": round(time.perf_counter() - start, 1),  # this invocation's wall time
             }
         )
     record["recipe"] = to_dict(cfg)
