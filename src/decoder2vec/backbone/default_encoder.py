@@ -1,0 +1,99 @@
+"""The shipped default encoder ``smollm2-135m-llm2vec``: the default GGUF plus LoRA adapters trained by the
+``cpu-2h`` LLM2Vec recipe (MNTP, then unsupervised SimCSE, on the offline Wikipedia corpus).
+
+The adapters ship inside the package (``resources/encoders/smollm2-135m-llm2vec/``, fp16 safetensors) with
+``recipe.json``: how they were made (recipe, data, steps, scores) and the SHA-256 of every file. On first use
+the encoder is built — default model, bidirectional, adapters merged in order — and cached as a saved
+encoder folder, atomically (concurrent first uses race safely; the first finished copy wins).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+
+from decoder2vec.backbone.cache import cache_home
+from decoder2vec.backbone.default_model import DEFAULT_ENCODER, DEFAULT_MODEL
+from decoder2vec.errors import ModelLoadError
+from decoder2vec.io import publish_folder
+
+ENCODER_ALIAS = DEFAULT_ENCODER
+MANIFEST = "recipe.json"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def shipped_dir() -> Path:
+    """The folder of the shipped adapters inside the installed package."""
+    return Path(str(resources.files("decoder2vec").joinpath("resources", "encoders", ENCODER_ALIAS)))
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(source: Path) -> dict:
+    """``recipe.json`` of an adapter bundle, with every listed file checked against its SHA-256.
+
+    A missing, truncated or altered file is a :class:`ModelLoadError` naming it (before any model loads).
+    """
+    path = source / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        adapters = manifest["adapters"]
+    except FileNotFoundError:
+        raise ModelLoadError(
+            f"the encoder bundle {source} has no {MANIFEST}; reinstall decoder2vec"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"{path} is damaged ({exc}); reinstall decoder2vec") from None
+    for adapter in adapters:
+        for name, expected in adapter["sha256"].items():
+            file = source / adapter["path"] / name
+            if not file.is_file():
+                raise ModelLoadError(f"adapter file {file} is missing; reinstall decoder2vec")
+            if sha256(file) != expected:
+                raise ModelLoadError(
+                    f"adapter file {file} is corrupt (its SHA-256 differs from {path}); reinstall decoder2vec"
+                )
+    return manifest
+
+
+def default_encoder_folder(source: Path | None = None) -> Path:
+    """The built encoder, building and caching it on first use.
+
+    ``source`` is an adapter bundle folder (default: the shipped one). The cache name carries a digest of
+    the adapters' hashes, so a new release of the adapters never reuses an old build.
+    """
+    source = Path(source) if source is not None else shipped_dir()
+    manifest = read_manifest(source)
+    # what the build depends on (the adapter hashes and the encoder settings), not the recorded scores
+    built_from = json.dumps([manifest["adapters"], manifest.get("encoder", {})], sort_keys=True)
+    digest = hashlib.sha256(built_from.encode()).hexdigest()[:12]
+    folder = cache_home() / "models" / f"{ENCODER_ALIAS}-{digest}"
+    if (folder / "decoder2vec_config.json").is_file():
+        return folder
+    if folder.exists() and any(folder.iterdir()):
+        raise ModelLoadError(f"the model cache {folder} is damaged; delete that folder and retry")
+
+    def build(tmp: Path) -> None:
+        from decoder2vec.encoding.encoder import Encoder
+
+        settings = manifest.get("encoder", {})
+        encoder = Encoder.from_pretrained(
+            DEFAULT_MODEL,
+            adapters=[source / adapter["path"] for adapter in manifest["adapters"]],
+            bidirectional=True,
+            pooling=settings.get("pooling", "mean"),
+            max_length=settings.get("max_length"),
+            dtype="float32",
+            device="cpu",
+        )
+        encoder.save(tmp)
+
+    return publish_folder(folder, build)

@@ -1,0 +1,122 @@
+"""Package a `decoder2vec convert` run as the shipped default encoder, and score it once.
+
+    python tools/ship_encoder.py RUN_DIR [--dest src/decoder2vec/resources/encoders/smollm2-135m-llm2vec]
+
+RUN_DIR is what ``decoder2vec convert --config cpu-2h --out RUN_DIR`` wrote. Each stage's LoRA adapter is
+cast to fp16 and copied into the bundle with ``recipe.json``: the recipe, the data, steps and wall time of
+every stage, the SHA-256 of every file, and the scores of the encoder *as built from the fp16 bundle*
+(``default_encoder_folder``): STS-B dev and SICK trial (the sets choices are made on) and, reported once,
+STS-B test and SICK-R test, Spearman x100 of cosine similarity with mean pooling, from ../shared/data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from common import SHARED, sts_spearman
+
+from decoder2vec.backbone.default_encoder import (
+    ADAPTER_FILES,
+    ENCODER_ALIAS,
+    MANIFEST,
+    default_encoder_folder,
+    sha256,
+    shipped_dir,
+)
+from decoder2vec.evaluation.loaders import load_sick, load_stsb
+
+SETS = {
+    "dev": {
+        "STS-B dev": ("stsbenchmark/sts-dev.csv", load_stsb),
+        "SICK trial": ("sick2014/SICK_trial.txt", load_sick),
+    },
+    "test": {
+        "STS-B test": ("stsbenchmark/sts-test.csv", load_stsb),
+        "SICK-R test": ("sick2014/SICK_test_annotated.txt", load_sick),
+    },
+}
+
+
+def write_bundle(run: Path, dest: Path) -> dict:
+    record = json.loads((run / "recipe.json").read_text())
+    stages = [s for s in record["stages"] if "adapter" in s]
+    manifest = {
+        "alias": ENCODER_ALIAS,
+        "base": record["model"],
+        "made_by": f"decoder2vec convert --config {record.get('recipe_source')}",
+        "decoder2vec": record.get("decoder2vec"),
+        "encoder": {"pooling": record["recipe"]["pooling"], "max_length": 512},
+        "adapters": [],
+        "stages": [],
+    }
+    for stage in stages:
+        source = run / stage["adapter"]
+        target = dest / stage["name"]
+        target.mkdir(parents=True, exist_ok=True)
+        weights = {
+            k: v.to(torch.float16).contiguous() for k, v in load_file(source / ADAPTER_FILES[1]).items()
+        }
+        save_file(weights, target / ADAPTER_FILES[1])
+        config = json.loads((source / ADAPTER_FILES[0]).read_text())
+        config["base_model_name_or_path"] = record["model"]  # not the training machine's cache path
+        (target / ADAPTER_FILES[0]).write_text(json.dumps(config, indent=2) + "\n")
+        manifest["adapters"].append(
+            {"path": stage["name"], "sha256": {name: sha256(target / name) for name in ADAPTER_FILES}}
+        )
+        cfg = stage["config"]
+        keep = ("data", "max_steps", "batch_size", "max_seq_length", "learning_rate", "warmup_steps", "lora")
+        manifest["stages"].append(
+            {
+                "name": stage["name"],
+                **{k: cfg[k] for k in keep if k in cfg},
+                **{k: cfg[k] for k in ("temperature", "attention_dropout", "mask_probability") if k in cfg},
+                "seconds": stage.get("seconds"),
+                "final_metrics": stage.get("metrics"),
+            }
+        )
+    manifest["train_seconds"] = sum(s.get("seconds") or 0 for s in stages)
+    return manifest
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--dest", type=Path, default=shipped_dir())
+    parser.add_argument("--data-dir", type=Path, default=SHARED)
+    parser.add_argument("--no-scores", action="store_true", help="build and check only (a dry run)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(dir=args.dest.parent) as tmp:
+        bundle = Path(tmp) / "bundle"
+        manifest = write_bundle(args.run, bundle)
+        (bundle / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        from decoder2vec import Encoder
+
+        encoder = Encoder.from_pretrained(default_encoder_folder(bundle))
+        for split, sets in {} if args.no_scores else SETS.items():
+            manifest[f"{split}_scores"] = {}
+            for name, (file, loader) in sets.items():
+                data = loader(args.data_dir / file)
+                manifest[f"{split}_scores"][name] = round(
+                    sts_spearman(encoder, data, list(range(len(data.scores)))), 2
+                )
+                print(f"{name:<12} {manifest[f'{split}_scores'][name]:6.2f}", flush=True)
+        (bundle / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if args.dest.exists():
+            shutil.rmtree(args.dest)
+        bundle.rename(args.dest)
+    print(f"wrote {args.dest}")
+
+
+if __name__ == "__main__":
+    main()
