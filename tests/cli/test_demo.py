@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from decoder2vec.cli import app
-from decoder2vec.demo import demo_pairs
+from decoder2vec.demo import heldout_pairs
 
 
 def test_demo_never_overwrites_a_conversion_it_did_not_make(tmp_path):
@@ -21,10 +21,11 @@ def test_demo_never_overwrites_a_conversion_it_did_not_make(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.json"]
 
 
-def test_demo_pairs_are_well_formed():
-    a, b, gold = demo_pairs()
-    assert len(a) == len(b) == len(gold) >= 30
-    assert gold.min() >= 0 and gold.max() <= 5 and len(set(gold.round(1))) > 10
+def test_heldout_pairs_are_the_sts_b_test_captions_and_snli_genres():
+    a, b, gold = heldout_pairs()
+    assert len(a) == len(b) == len(gold) == 375  # 250 images + 125 track5.en-en
+    assert gold.min() >= 0 and gold.max() <= 5 and len(set(gold.round(1))) > 20
+    assert all(x.strip() and y.strip() for x, y in zip(a, b))
 
 
 @pytest.mark.skipif(
@@ -33,12 +34,22 @@ def test_demo_pairs_are_well_formed():
 )
 def test_demo_runs_a_conversion_and_reports_before_and_after(tiny_llama, tmp_path):
     out = tmp_path / "demo"
-    args = ["demo", "--model", str(tiny_llama), "--out", str(out), "--mntp-steps", "2", "--simcse-steps", "2"]
+    args = [
+        "demo",
+        "--model",
+        str(tiny_llama),
+        "--encoder",
+        str(tiny_llama),
+    ]  # tiny stands in for the shipped one
+    args += ["--out", str(out), "--mntp-steps", "2", "--simcse-steps", "2"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("  ")]
+    summary = result.output.split("held-out STS-B test pairs")[1].splitlines()[1:]
+    lines = [line for line in summary if line.startswith("  ")]
     assert any("causal, untrained" in line for line in lines)
-    assert any("bidirectional + MNTP + SimCSE" in line for line in lines)
+    assert any("bidirectional, untrained" in line for line in lines)
+    assert any("this demo's conversion (2+2 steps)" in line for line in lines)
+    assert len(lines) == 4  # the four labelled models
     assert (out / "config.json").is_file() and (out / "recipe.json").is_file()
     # A second run reuses the finished conversion instead of training again.
     stamp = (out / "model.safetensors").stat().st_mtime_ns
