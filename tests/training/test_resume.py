@@ -87,19 +87,20 @@ def test_resume_after_crash_matches_uninterrupted(stage, tiny_word_llama, text_c
 def test_resume_after_sigkill(tiny_word_llama, text_corpus, tmp_path):
     cfg = configs(tiny_word_llama, text_corpus, text_corpus)["mntp"][1]
     run_mntp(cfg, tmp_path / "straight")
+    settings = {**cfg.__dict__, "lora": dict(vars(cfg.lora))}  # plain values, so repr() round-trips
     script = textwrap.dedent(f"""
         import os, signal
         import torch
         torch.set_num_threads({torch.get_num_threads()})  # bitwise equality needs the same reduction order
         from decoder2vec.training.config import MNTPConfig, LoraSettings
         from decoder2vec.training.recipes.mntp import run_mntp
-        cfg = MNTPConfig(**{cfg.__dict__!r})
+        cfg = MNTPConfig(**{settings!r})
         cfg.lora = LoraSettings(**cfg.lora)
         def kill(step):
             if step == 5:
                 os.kill(os.getpid(), signal.SIGKILL)
         run_mntp(cfg, {str(tmp_path / "killed")!r}, callbacks=[kill])
-    """).replace("LoraSettings(r=4, alpha=8, dropout=0.1)", "dict(r=4, alpha=8, dropout=0.1)")
+    """)
     proc = subprocess.run(
         [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=300
     )
