@@ -1,6 +1,13 @@
 """The LLM2Vec ablation on the default model: what each step of the recipe buys, on STS-B and SICK-R.
 
     python bench/recipe.py [--budget quick|cpu-1h|paper] [--mntp-steps N] [--simcse-steps N] [--max-pairs N]
+    python bench/recipe.py --budget cpu-2h [--run DIR]
+
+``--budget cpu-2h`` trains nothing: it scores the shipped default encoder (the adapters in
+resources/encoders/smollm2-135m-llm2vec, made by ``decoder2vec convert --config cpu-2h``), or with ``--run
+DIR`` the output of such a convert run (to check a reproduction), next to causal, bidirectional, Bi+MNTP,
+Echo and the all-MiniLM-L6-v2 reference, on the full STS-B dev/test, SICK trial and SICK-R test sets, with
+the training wall time of each trained variant (from its recipe.json). Writes bench/results/recipe-cpu-2h.json.
 
 Variants (all mean pooling): causal, bidirectional (no training), Bi+MNTP, Bi+MNTP+SimCSE. Scores are
 the Spearman correlation (x100) of cosine similarity with the gold score on the STS-B test set and the
@@ -31,6 +38,8 @@ BUDGETS = {
     # the paper's learning rates (5e-5 / 3e-5, meant for 1000 steps at batch 32 / 128) barely move the
     # LoRA weights; a side-by-side sweep of SimCSE at 3e-4, 1e-3 and 3e-3 picked 3e-3 (see BENCHMARKS.md).
     "cpu-1h": {"mntp": (300, 4, 128, 3e-4), "simcse": (200, 16, 48, 3e-3)},
+    # Scores the shipped encoder (resources/recipes/cpu-2h.yaml made it) instead of training: see cpu_2h().
+    "cpu-2h": None,
     # The paper's step counts and learning rates (MNTP batch 32 x 512 needs a GPU; see recipes/llm2vec-*.yaml).
     "paper": {"mntp": (1000, 32, 512, 5e-5), "simcse": (1000, 128, 128, 3e-5)},
 }
@@ -67,9 +76,17 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (1 is steadier on a busy shared CPU)."
     )
+    parser.add_argument("--run", type=Path, help="cpu-2h: score this `convert --config cpu-2h` output")
+    parser.add_argument(
+        "--trained-only",
+        action="store_true",
+        help="cpu-2h: score only the trained row (a reproduction check)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.budget == "cpu-2h":
+        return cpu_2h(args)
 
     from decoder2vec import Encoder
     from decoder2vec.backbone.loading import load_backbone
@@ -169,6 +186,79 @@ def main() -> None:
     }
     args.out.write_text(json.dumps(record, indent=2, default=str) + "\n")
     print(f"wrote {args.out}")
+
+
+def cpu_2h(args: argparse.Namespace) -> None:
+    """One table: the shipped encoder (or a convert run) against its ablations and two references."""
+    import json as _json
+
+    from decoder2vec import Encoder
+    from decoder2vec.backbone.default_encoder import MANIFEST, default_encoder_folder, shipped_dir
+    from decoder2vec.evaluation.runner import load_variants
+
+    sets = {
+        "STS-B dev": load_stsb(args.data_dir / "stsbenchmark" / "sts-dev.csv"),
+        "SICK trial": load_sick(args.data_dir / "sick2014" / "SICK_trial.txt"),
+        "STS-B test": load_stsb(args.data_dir / "stsbenchmark" / "sts-test.csv"),
+        "SICK-R test": load_sick(args.data_dir / "sick2014" / "SICK_test_annotated.txt"),
+    }
+    if args.run:  # a convert output: its merged encoder and its adapters/
+        record = _json.loads((args.run / "recipe.json").read_text())
+        seconds = {s["name"]: s.get("seconds") for s in record["stages"] if "adapter" in s}
+        mntp, trained, source = args.run / "adapters" / "mntp", str(args.run), f"convert run {args.run}"
+    else:  # the shipped bundle
+        manifest = _json.loads((shipped_dir() / MANIFEST).read_text())
+        seconds = {s["name"]: s.get("seconds") for s in manifest["stages"]}
+        mntp, trained, source = shipped_dir() / "mntp", str(default_encoder_folder()), "shipped encoder"
+    model = record["model"] if args.run else manifest["base"]
+    names = {"mntp": "MNTP", "simcse": "SimCSE", "supervised": "supervised"}
+    trained_row = "Bi + " + " + ".join(names[s] for s in seconds) + f" ({source})"
+    # Bi + MNTP: the run's own MNTP adapter, else --mntp-adapter (an MNTP-only ablation), else no row
+    mntp = mntp if mntp.is_dir() else args.mntp_adapter
+    from quality import reference_model_path
+
+    minilm = reference_model_path()
+    # the trained row first (the one that matters most if the run is cut short); Echo, the slowest, last
+    variants = {
+        trained_row: lambda: Encoder.from_pretrained(trained),
+        "causal, mean": lambda: Encoder.from_pretrained(model, bidirectional=False),
+        "bidirectional, mean (no training)": lambda: Encoder.from_pretrained(model),
+        "Bi + MNTP": (lambda: Encoder.from_pretrained(model, adapters=[mntp])) if mntp else None,
+        "Echo (causal, mean over the 2nd copy)": lambda: next(
+            v.encoder for v in load_variants(model, ["echo"]) if v.name == "echo"
+        ),
+    }
+    if args.trained_only:
+        variants = {k: v for k, v in variants.items() if k == trained_row}
+    elif minilm:
+        variants = {
+            "all-MiniLM-L6-v2 (reference)": lambda: next(iter(load_variants("st:" + minilm))).encoder,
+            **variants,
+        }
+        variants = {k: variants[k] for k in sorted(variants, key=lambda k: k.startswith("Echo"))}
+    train_s = {
+        "Bi + MNTP": seconds.get("mntp"),
+        trained_row: sum(v or 0 for v in seconds.values()) or None,
+    }
+    rows = []
+    for name, make in variants.items():
+        if make is None:
+            continue
+        encoder = make()
+        row = {"variant": name, "train_s": train_s.get(name)}
+        for task, data in sets.items():
+            row[task] = sts_spearman(encoder, data, list(range(len(data.scores))))
+        rows.append(row)
+        print(_json.dumps(row), flush=True)
+        del encoder
+    header = f"\n| variant | {' | '.join(sets)} | training wall time |"
+    print(header + "\n|---|" + "---:|" * (len(sets) + 1))
+    for row in rows:
+        minutes = f"{row['train_s'] / 60:.0f} min" if row["train_s"] else "—"
+        print(f"| {row['variant']} | " + " | ".join(f"{row[t]:.1f}" for t in sets) + f" | {minutes} |")
+    out = args.out.with_name("recipe-cpu-2h-trained.json" if args.trained_only else "recipe-cpu-2h.json")
+    out.write_text(_json.dumps({"source": source, "rows": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
