@@ -30,12 +30,13 @@ def spaced_indices(n: int, limit: int | None) -> list[int]:
     return [round(i * (n - 1) / (limit - 1)) for i in range(limit)] if limit > 1 else [0]
 
 
-def sts_spearman(encoder, data, indices: list[int]) -> float:
-    """Spearman x100 of cosine similarity vs gold on the pairs ``indices`` of an STS data set."""
+def sts_spearman(encoder, data, indices: list[int] | None = None, batch_size: int = 64) -> float:
+    """Spearman x100 of cosine similarity vs gold on the pairs ``indices`` (default: all) of an STS data set."""
     from decoder2vec.evaluation.metrics import sts_scores
 
-    a = encoder.encode([data.sentences1[i] for i in indices], batch_size=64)
-    b = encoder.encode([data.sentences2[i] for i in indices], batch_size=64)
+    indices = range(len(data.scores)) if indices is None else indices
+    a = encoder.encode([data.sentences1[i] for i in indices], batch_size=batch_size)
+    b = encoder.encode([data.sentences2[i] for i in indices], batch_size=batch_size)
     return sts_scores(a, b, [data.scores[i] for i in indices])["cosine_spearman"]
 
 

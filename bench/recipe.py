@@ -190,7 +190,7 @@ def main() -> None:
 
 def cpu_2h(args: argparse.Namespace) -> None:
     """One table: the shipped encoder (or a convert run) against its ablations and two references."""
-    import json as _json
+    from quality import reference_model_path
 
     from decoder2vec import Encoder
     from decoder2vec.backbone.default_encoder import MANIFEST, default_encoder_folder, shipped_dir
@@ -203,53 +203,47 @@ def cpu_2h(args: argparse.Namespace) -> None:
         "SICK-R test": load_sick(args.data_dir / "sick2014" / "SICK_test_annotated.txt"),
     }
     if args.run:  # a convert output: its merged encoder and its adapters/
-        record = _json.loads((args.run / "recipe.json").read_text())
-        seconds = {s["name"]: s.get("seconds") for s in record["stages"] if "adapter" in s}
+        record = json.loads((args.run / "recipe.json").read_text())
+        model, seconds = (
+            record["model"],
+            {s["name"]: s.get("seconds") for s in record["stages"] if "adapter" in s},
+        )
         mntp, trained, source = args.run / "adapters" / "mntp", str(args.run), f"convert run {args.run}"
     else:  # the shipped bundle
-        manifest = _json.loads((shipped_dir() / MANIFEST).read_text())
-        seconds = {s["name"]: s.get("seconds") for s in manifest["stages"]}
+        manifest = json.loads((shipped_dir() / MANIFEST).read_text())
+        model, seconds = manifest["base"], {s["name"]: s.get("seconds") for s in manifest["stages"]}
         mntp, trained, source = shipped_dir() / "mntp", str(default_encoder_folder()), "shipped encoder"
-    model = record["model"] if args.run else manifest["base"]
     names = {"mntp": "MNTP", "simcse": "SimCSE", "supervised": "supervised"}
     trained_row = "Bi + " + " + ".join(names[s] for s in seconds) + f" ({source})"
     # Bi + MNTP: the run's own MNTP adapter, else --mntp-adapter (an MNTP-only ablation), else no row
     mntp = mntp if mntp.is_dir() else args.mntp_adapter
-    from quality import reference_model_path
-
     minilm = reference_model_path()
     # the trained row first (the one that matters most if the run is cut short); Echo, the slowest, last
-    variants = {
-        trained_row: lambda: Encoder.from_pretrained(trained),
-        "causal, mean": lambda: Encoder.from_pretrained(model, bidirectional=False),
-        "bidirectional, mean (no training)": lambda: Encoder.from_pretrained(model),
-        "Bi + MNTP": (lambda: Encoder.from_pretrained(model, adapters=[mntp])) if mntp else None,
-        "Echo (causal, mean over the 2nd copy)": lambda: next(
+    variants = {trained_row: lambda: Encoder.from_pretrained(trained)}
+    if not args.trained_only:
+        if minilm:
+            variants["all-MiniLM-L6-v2 (reference)"] = lambda: (
+                next(iter(load_variants("st:" + minilm))).encoder
+            )
+        variants["causal, mean"] = lambda: Encoder.from_pretrained(model, bidirectional=False)
+        variants["bidirectional, mean (no training)"] = lambda: Encoder.from_pretrained(model)
+        if mntp:
+            variants["Bi + MNTP"] = lambda: Encoder.from_pretrained(model, adapters=[mntp])
+        variants["Echo (causal, mean over the 2nd copy)"] = lambda: next(
             v.encoder for v in load_variants(model, ["echo"]) if v.name == "echo"
-        ),
-    }
-    if args.trained_only:
-        variants = {k: v for k, v in variants.items() if k == trained_row}
-    elif minilm:
-        variants = {
-            "all-MiniLM-L6-v2 (reference)": lambda: next(iter(load_variants("st:" + minilm))).encoder,
-            **variants,
-        }
-        variants = {k: variants[k] for k in sorted(variants, key=lambda k: k.startswith("Echo"))}
+        )
     train_s = {
         "Bi + MNTP": seconds.get("mntp"),
         trained_row: sum(v or 0 for v in seconds.values()) or None,
     }
     rows = []
     for name, make in variants.items():
-        if make is None:
-            continue
         encoder = make()
         row = {"variant": name, "train_s": train_s.get(name)}
         for task, data in sets.items():
-            row[task] = sts_spearman(encoder, data, list(range(len(data.scores))))
+            row[task] = sts_spearman(encoder, data)
         rows.append(row)
-        print(_json.dumps(row), flush=True)
+        print(json.dumps(row), flush=True)
         del encoder
     header = f"\n| variant | {' | '.join(sets)} | training wall time |"
     print(header + "\n|---|" + "---:|" * (len(sets) + 1))
@@ -257,7 +251,8 @@ def cpu_2h(args: argparse.Namespace) -> None:
         minutes = f"{row['train_s'] / 60:.0f} min" if row["train_s"] else "—"
         print(f"| {row['variant']} | " + " | ".join(f"{row[t]:.1f}" for t in sets) + f" | {minutes} |")
     out = args.out.with_name("recipe-cpu-2h-trained.json" if args.trained_only else "recipe-cpu-2h.json")
-    out.write_text(_json.dumps({"source": source, "rows": rows}, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"source": source, "rows": rows}, indent=2) + "\n")
     print(f"wrote {out}")
 
 

@@ -107,9 +107,7 @@ def main() -> None:
             manifest[f"{split}_scores"] = {}
             for name, (file, loader) in sets.items():
                 data = loader(args.data_dir / file)
-                manifest[f"{split}_scores"][name] = round(
-                    sts_spearman(encoder, data, list(range(len(data.scores)))), 2
-                )
+                manifest[f"{split}_scores"][name] = round(sts_spearman(encoder, data), 2)
                 print(f"{name:<12} {manifest[f'{split}_scores'][name]:6.2f}", flush=True)
         (bundle / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if args.dest.exists():
