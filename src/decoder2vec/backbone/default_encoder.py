@@ -14,7 +14,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from decoder2vec.backbone.cache import cache_home
+from decoder2vec.backbone.cache import cache_home, is_cached
 from decoder2vec.backbone.default_model import DEFAULT_ENCODER, DEFAULT_MODEL
 from decoder2vec.errors import ModelLoadError
 from decoder2vec.io import publish_folder
@@ -30,11 +30,8 @@ def shipped_dir() -> Path:
 
 
 def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def read_manifest(source: Path) -> dict:
@@ -70,20 +67,18 @@ def default_encoder_folder(source: Path | None = None) -> Path:
     ``source`` is an adapter bundle folder (default: the shipped one). The cache name carries a digest of
     the adapters' hashes, so a new release of the adapters never reuses an old build.
     """
+    from decoder2vec.encoding.encoder import ENCODER_CONFIG, Encoder  # lazily: encoding imports the backbone
+
     source = Path(source) if source is not None else shipped_dir()
     manifest = read_manifest(source)
     # what the build depends on (the adapter hashes and the encoder settings), not the recorded scores
     built_from = json.dumps([manifest["adapters"], manifest.get("encoder", {})], sort_keys=True)
     digest = hashlib.sha256(built_from.encode()).hexdigest()[:12]
     folder = cache_home() / "models" / f"{ENCODER_ALIAS}-{digest}"
-    if (folder / "decoder2vec_config.json").is_file():
+    if is_cached(folder, ENCODER_CONFIG):
         return folder
-    if folder.exists() and any(folder.iterdir()):
-        raise ModelLoadError(f"the model cache {folder} is damaged; delete that folder and retry")
 
     def build(tmp: Path) -> None:
-        from decoder2vec.encoding.encoder import Encoder
-
         settings = manifest.get("encoder", {})
         encoder = Encoder.from_pretrained(
             DEFAULT_MODEL,

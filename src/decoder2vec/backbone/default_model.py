@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from decoder2vec.backbone.cache import cache_home
+from decoder2vec.backbone.cache import cache_home, is_cached
 from decoder2vec.backbone.gguf_import import import_gguf
 from decoder2vec.errors import ModelLoadError
 
@@ -44,10 +44,6 @@ def default_model_gguf() -> Path:
 def default_model_folder() -> Path:
     """The converted default model, converting it on first use (atomically, safe under races)."""
     folder = cache_home() / "models" / _CACHE_NAME
-    if (folder / "config.json").is_file():
+    if is_cached(folder, "config.json"):
         return folder
-    if folder.exists() and any(folder.iterdir()):
-        raise ModelLoadError(
-            f"the model cache {folder} is damaged (no config.json); delete that folder and retry"
-        )
     return import_gguf(default_model_gguf(), folder, eos_token=_EOS, pad_token=_PAD)
