@@ -1,6 +1,11 @@
 """Throughput and latency of ``decoder2vec serve`` against offline ``Encoder.encode``, side by side.
 
     python bench/serve.py [--texts 128] [--clients 1 8 64] [--texts-per-request 1] [--repeats 3] [--threads N]
+    python bench/serve.py --forward-costs [--threads N]
+
+``--forward-costs`` instead times forwards of several shapes and fits ``seconds = a + b * padded
+tokens``: ``a / b`` is what one more forward costs in padded tokens, the figure behind the server's
+``CPU_FORWARD_OVERHEAD_TOKENS``.
 
 The server runs as a real ``decoder2vec serve`` subprocess on a loopback port; clients are asyncio
 tasks sharing one HTTP connection pool, each sending one request at a time (base64, as the openai
@@ -77,6 +82,39 @@ async def drive(url: str, requests: list[list[str]], clients: int) -> tuple[floa
         return time.perf_counter() - start, latencies, tokens
 
 
+def forward_costs(encoder, repeats: int = 3) -> dict:
+    """Least-squares fit of a forward's time as overhead + per-padded-token cost (best of ``repeats``)."""
+    from decoder2vec.encoding.tokenization import Sequence
+    from decoder2vec.serving.worker import embed_sequences
+
+    ids = encoder._builder.build(["a few words of text " * 20])[0].ids
+    shapes = [(1, 1), (1, 8), (1, 16), (4, 8), (8, 8), (16, 8), (8, 32), (32, 8), (32, 16), (64, 16)]
+    rows = []
+    for n, length in shapes:
+        batch = [Sequence(ids[:length], 0, False) for _ in range(n)]
+        embed_sequences(encoder, batch)
+        best = min(_timed(embed_sequences, encoder, batch) for _ in range(repeats))
+        rows.append((n * length, best))
+        print(f"{n:>4} x {length:<3} {1000 * best:8.1f} ms")
+    tokens, seconds = np.array(rows).T
+    per_token, overhead = np.polyfit(tokens, seconds, 1)
+    print(
+        f"forward = {1000 * overhead:.1f} ms + {1000 * per_token:.2f} ms/padded token: "
+        f"one forward costs {overhead / per_token:.1f} padded tokens"
+    )
+    return {
+        "overhead_ms": 1000 * overhead,
+        "per_token_ms": 1000 * per_token,
+        "overhead_tokens": overhead / per_token,
+    }
+
+
+def _timed(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
@@ -91,11 +129,18 @@ def main() -> None:
     parser.add_argument(
         "--server-arg", action="append", default=[], help="Extra `serve` option (repeatable)."
     )
+    parser.add_argument(
+        "--forward-costs", action="store_true", help="Only fit a forward's time (overhead + per token)."
+    )
     args = parser.parse_args()
 
     from decoder2vec import Encoder
 
     torch.set_num_threads(args.threads)
+    if args.forward_costs:
+        fit = forward_costs(Encoder.from_pretrained(args.model))
+        print(f"wrote {write_results(f'serve-forward-costs-{args.threads}-threads', fit)}")
+        return
     texts = sts_sentences(args.texts)
     encoder = Encoder.from_pretrained(args.model)
     tokens = sum(len(s.ids) for s in encoder._builder.build(texts))

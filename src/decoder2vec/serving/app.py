@@ -79,6 +79,7 @@ class Runtime:
         batcher = DynamicBatcher(
             model.embed,
             max_batch_tokens=model.info.max_batch_tokens,
+            forward_overhead_tokens=model.info.forward_overhead_tokens,
             max_queue=self.settings.max_queue,
             metrics=self.metrics,
         )

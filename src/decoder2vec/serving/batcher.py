@@ -1,9 +1,10 @@
 """Dynamic batching: merge the sequences of concurrent requests into length-sorted forwards.
 
 Requests queue their sequences with a future. One worker takes everything waiting (a *round*), sorts it
-longest first, splits it with :func:`~decoder2vec.encoding.encoder.plan_batches` under a padded-token
-budget, runs each forward in a single background thread (the event loop stays free) and scatters the
-rows back to each request's future. Rounds are taken in arrival order, so nothing starves.
+longest first, splits it into forwards with :func:`plan_round` (least padding plus per-forward cost,
+under a padded-token budget), runs each forward in a single background thread (the event loop stays
+free) and scatters the rows back to each request's future as soon as that forward ends. Rounds are
+taken in arrival order, so nothing starves.
 Capacity is counted in texts accepted and not yet answered; past it ``submit`` refuses at once.
 """
 
@@ -18,12 +19,39 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from decoder2vec.encoding.encoder import plan_batches
 from decoder2vec.encoding.tokenization import Sequence
 from decoder2vec.serving.metrics import ServerMetrics
 
 logger = logging.getLogger("decoder2vec.serving")
 EmbedFn = Callable[[list[Sequence]], torch.Tensor]
+
+
+def plan_round(
+    sorted_lengths: np.ndarray, max_texts: int, max_tokens: int, overhead_tokens: float
+) -> list[tuple[int, int]]:
+    """Split length-sorted (longest first) sequences into ``[start, stop)`` forwards of least cost.
+
+    A forward of ``n`` sequences whose longest has ``L`` tokens costs ``overhead_tokens + n * L``
+    (padded tokens, plus what starting one more forward costs). A round is a random mix of lengths:
+    one forward for all of it pads every short text to the longest (measured: 1.5x the time of
+    globally sorted batches on STS-B sentences), one forward per text pays the overhead each time.
+    ``f[i]``, the least cost of sequences ``i..``, is ``overhead + min_j (j - i) * L[i] + f[j]`` over the
+    forwards ``[i, j)`` that fit ``max_texts`` and ``max_tokens`` (a single text always fits).
+    """
+    n = len(sorted_lengths)
+    best = np.zeros(n + 1)  # best[i]: least cost of sequences i..n-1
+    stop = np.zeros(n, dtype=np.int64)  # where the first forward of that plan ends
+    for i in range(n - 1, -1, -1):
+        longest = int(sorted_lengths[i])
+        fits = min(max_texts, max(1, max_tokens // longest), n - i)
+        costs = best[i + 1 : i + fits + 1] + np.arange(1, fits + 1) * longest
+        k = int(np.argmin(costs))
+        best[i], stop[i] = overhead_tokens + costs[k], i + k + 1
+    plan, start = [], 0
+    while start < n:
+        plan.append((start, int(stop[start])))
+        start = int(stop[start])
+    return plan
 
 
 class QueueFullError(Exception):
@@ -54,11 +82,13 @@ class DynamicBatcher:
         *,
         max_batch_tokens: int,
         max_queue: int,
+        forward_overhead_tokens: float,
         max_batch_texts: int = 1024,
         metrics: ServerMetrics | None = None,
     ) -> None:
         self._embed = embed
         self.max_batch_tokens = max_batch_tokens
+        self.forward_overhead_tokens = forward_overhead_tokens
         self.max_queue = max_queue
         self.max_batch_texts = max_batch_texts
         self.metrics = metrics
@@ -119,7 +149,10 @@ class DynamicBatcher:
         lengths = np.array([len(job.sequences[i].ids) for job, i in items], dtype=np.int64)
         order = np.argsort(-lengths, kind="stable")
         loop = asyncio.get_running_loop()
-        for start, stop in plan_batches(lengths[order], self.max_batch_texts, self.max_batch_tokens):
+        plan = plan_round(
+            lengths[order], self.max_batch_texts, self.max_batch_tokens, self.forward_overhead_tokens
+        )
+        for start, stop in plan:
             chunk = [items[k] for k in order[start:stop]]
             live = [(job, i) for job, i in chunk if not job.future.done()]
             self._count_skipped(len(chunk) - len(live))

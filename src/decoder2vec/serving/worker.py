@@ -21,7 +21,12 @@ import torch
 from decoder2vec.encoding.encoder import CPU_BATCH_TOKENS, Encoder
 from decoder2vec.encoding.tokenization import Sequence, SequenceBuilder
 from decoder2vec.errors import ModelLoadError
-from decoder2vec.serving.settings import ACCELERATOR_BATCH_TOKENS, ServeSettings
+from decoder2vec.serving.settings import (
+    ACCELERATOR_BATCH_TOKENS,
+    ACCELERATOR_FORWARD_OVERHEAD_TOKENS,
+    CPU_FORWARD_OVERHEAD_TOKENS,
+    ServeSettings,
+)
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class ModelInfo:
     embedding_dim: int
     vocab_size: int
     max_batch_tokens: int
+    forward_overhead_tokens: int
     description: str
 
 
@@ -57,14 +63,18 @@ def load_checked_encoder(settings: ServeSettings) -> Encoder:
 
 
 def describe(encoder: Encoder, settings: ServeSettings) -> ModelInfo:
+    on_cpu = encoder.device.type == "cpu"
     budget = settings.max_batch_tokens or encoder.max_batch_tokens
     if budget is None:
-        budget = CPU_BATCH_TOKENS if encoder.device.type == "cpu" else ACCELERATOR_BATCH_TOKENS
+        budget = CPU_BATCH_TOKENS if on_cpu else ACCELERATOR_BATCH_TOKENS
     return ModelInfo(
         builder=encoder._builder,
         embedding_dim=encoder.embedding_dim,
         vocab_size=encoder.model.get_input_embeddings().num_embeddings,
         max_batch_tokens=budget,
+        forward_overhead_tokens=CPU_FORWARD_OVERHEAD_TOKENS
+        if on_cpu
+        else ACCELERATOR_FORWARD_OVERHEAD_TOKENS,
         description=repr(encoder),
     )
 

@@ -1,0 +1,87 @@
+"""The round planner against brute force, and the batcher's forwards following it."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from decoder2vec.encoding.encoder import plan_batches
+from decoder2vec.encoding.tokenization import Sequence
+from decoder2vec.serving.batcher import DynamicBatcher, plan_round
+
+
+def cost(plan, lengths, overhead):
+    return sum(overhead + (stop - start) * lengths[start] for start, stop in plan)
+
+
+def fits(plan, lengths, max_texts, max_tokens):
+    return all(
+        stop - start == 1 or (stop - start <= max_texts and (stop - start) * lengths[start] <= max_tokens)
+        for start, stop in plan
+    )
+
+
+def all_plans(n):
+    """Every split of ``range(n)`` into contiguous ``[start, stop)`` pieces."""
+    for cuts in itertools.product([False, True], repeat=n - 1):
+        bounds = [0] + [i + 1 for i, cut in enumerate(cuts) if cut] + [n]
+        yield list(itertools.pairwise(bounds))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_plan_round_is_the_cheapest_split(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 10))
+    lengths = np.sort(rng.integers(1, 40, n))[::-1]
+    max_texts, max_tokens = int(rng.integers(1, 6)), int(rng.integers(20, 120))
+    overhead = float(rng.choice([0, 5, 16, 100]))
+    plan = plan_round(lengths, max_texts, max_tokens, overhead)
+    # Covers every sequence once, in order, within the limits.
+    assert plan[0][0] == 0 and plan[-1][1] == n
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(plan))
+    assert fits(plan, lengths, max_texts, max_tokens)
+    feasible = [p for p in all_plans(n) if fits(p, lengths, max_texts, max_tokens)]
+    assert cost(plan, lengths, overhead) == pytest.approx(min(cost(p, lengths, overhead) for p in feasible))
+
+
+def test_plan_round_extremes():
+    lengths = np.array([30, 12, 11, 10, 4, 3, 3, 2])
+    # Free forwards: no padding at all, so equal lengths may share one and nothing else does.
+    assert cost(plan_round(lengths, 64, 1024, 0), lengths, 0) == lengths.sum()
+    # Costly forwards: as few as the limits allow, which is what greedy filling gives.
+    assert len(plan_round(lengths, 3, 1024, 1e9)) == len(plan_batches(lengths, 3, 1024)) == 3
+    # The measured CPU figure splits the long text from the short ones.
+    assert plan_round(lengths, 64, 1024, 16) == [(0, 1), (1, 4), (4, 8)]
+    # An over-long text still goes, alone.
+    assert plan_round(np.array([500, 400]), 64, 100, 16) == [(0, 1), (1, 2)]
+
+
+def test_batcher_runs_the_planned_forwards_and_returns_each_request_its_rows():
+    forwards: list[list[int]] = []
+
+    def embed(sequences: list[Sequence]) -> torch.Tensor:
+        forwards.append([len(s.ids) for s in sequences])
+        # A row that identifies its sequence: (first id, length).
+        return torch.tensor([[s.ids[0], len(s.ids)] for s in sequences], dtype=torch.float32)
+
+    requests = [
+        [Sequence([100 * r + k] * length, 0, False) for k, length in enumerate(lengths)]
+        for r, lengths in enumerate([[30, 3], [12], [2, 11, 4], [10, 3]])
+    ]
+
+    async def run():
+        batcher = DynamicBatcher(embed, max_batch_tokens=1024, max_queue=64, forward_overhead_tokens=16)
+        futures = [batcher.submit(sequences) for sequences in requests]  # one round: the worker is not up
+        batcher.start()
+        rows = await asyncio.gather(*futures)
+        await batcher.stop()
+        return rows
+
+    rows = asyncio.run(run())
+    for sequences, got in zip(requests, rows):
+        assert got.tolist() == [[s.ids[0], len(s.ids)] for s in sequences]
+    assert forwards == [[30], [12, 11, 10], [4, 3, 3, 2]]  # plan_round's split, not one padded forward
