@@ -85,3 +85,56 @@ def test_batcher_runs_the_planned_forwards_and_returns_each_request_its_rows():
     for sequences, got in zip(requests, rows):
         assert got.tolist() == [[s.ids[0], len(s.ids)] for s in sequences]
     assert forwards == [[30], [12, 11, 10], [4, 3, 3, 2]]  # plan_round's split, not one padded forward
+
+
+def test_a_request_cancelled_while_waiting_is_dropped_at_once():
+    """Clients that leave while a long forward runs must not pile up beyond ``max_queue``."""
+    import threading
+
+    release = threading.Event()
+    seen: list[int] = []
+
+    def embed(sequences: list[Sequence]) -> torch.Tensor:
+        release.wait(timeout=30)
+        seen.extend(s.ids[0] for s in sequences)
+        return torch.zeros(len(sequences), 2)
+
+    async def run():
+        batcher = DynamicBatcher(embed, max_batch_tokens=1024, max_queue=4, forward_overhead_tokens=16)
+        batcher.start()
+        first = batcher.submit([Sequence([1, 1], 0, False)])
+        await asyncio.sleep(0.05)  # its forward is now running (and blocked)
+        for k in range(1000):
+            batcher.submit([Sequence([1000 + k] * 3, 0, False)] * 3).cancel()
+            await asyncio.sleep(0)  # let the done-callback run
+        waiting, depth = len(batcher._waiting), batcher.depth
+        last = batcher.submit([Sequence([7, 7], 0, False)])
+        release.set()
+        await asyncio.gather(first, last)
+        await batcher.stop()
+        return waiting, depth
+
+    waiting, depth = asyncio.run(run())
+    assert (waiting, depth) == (0, 1)  # only the running request still counts
+    assert seen == [1, 7]  # no cancelled text reached a forward
+
+
+def test_a_broken_round_fails_its_requests_and_the_batcher_goes_on():
+    calls = []
+
+    def embed(sequences: list[Sequence]) -> torch.Tensor:
+        calls.append(len(sequences))
+        n = len(sequences) - 1 if len(calls) == 1 else len(sequences)  # first forward: a row short
+        return torch.zeros(n, 2)
+
+    async def run():
+        batcher = DynamicBatcher(embed, max_batch_tokens=1024, max_queue=64, forward_overhead_tokens=16)
+        broken = batcher.submit([Sequence([1, 2], 0, False), Sequence([3, 4], 0, False)])
+        batcher.start()
+        with pytest.raises(RuntimeError, match="2 sequences gave 1 rows"):
+            await asyncio.wait_for(broken, timeout=30)  # the bug this guards against hangs forever
+        rows = await batcher.submit([Sequence([5, 6], 0, False)])
+        await batcher.stop()
+        return rows
+
+    assert asyncio.run(run()).shape == (1, 2)

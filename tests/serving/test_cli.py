@@ -35,6 +35,24 @@ def test_a_model_that_cannot_load_stops_the_server(tmp_path):
     assert "error:" in result.output and "config.json" in result.output
 
 
+def test_a_max_length_over_the_context_is_one_error_line(tiny_llama):
+    args = [
+        "serve",
+        "--model",
+        str(tiny_llama),
+        "--port",
+        "0",
+        "--log-level",
+        "critical",
+        "--max-length",
+        "100000",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert "error: could not load" in result.output and "max_length=100000" in result.output
+    assert "Traceback" not in result.output
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

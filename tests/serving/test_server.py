@@ -132,6 +132,9 @@ LONG = "the " * 400  # ~800 tokens, over the tiny model's 512
         ({"input": ["ok", 3]}, API_KEY, 422, "input[1] is a int"),
         ({"input": [1, "2"]}, API_KEY, 422, "input[1] is a string"),
         ({"input": [[1, 2], []]}, API_KEY, 422, "input[1] is an empty list"),
+        # JSON escapes can carry lone surrogates, which no tokenizer encodes.
+        (b'{"input": ["fine", "bad \\ud800 text"]}', API_KEY, 422, "input[1]: broken Unicode"),
+        (b'{"input": "fine", "instruction": "\\udfff: "}', API_KEY, 422, "instruction: broken Unicode"),
         ({"input": [10**9]}, API_KEY, 422, "outside"),
         ({"input": []}, API_KEY, 422, "empty list"),
         ({"input": "hi", "encoding_format": "int8"}, API_KEY, 422, "encoding_format"),

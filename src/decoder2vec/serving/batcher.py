@@ -93,7 +93,9 @@ class DynamicBatcher:
         self.max_batch_texts = max_batch_texts
         self.metrics = metrics
         self.depth = 0  # texts accepted and not yet answered
-        self._waiting: list[_Job] = []
+        # Jobs not yet taken into a round, in arrival order; a job whose client leaves is dropped
+        # from here at once, so abandoned work never outgrows ``max_queue``.
+        self._waiting: dict[_Job, None] = {}
         self._wakeup = asyncio.Event()
         self._closing = False
         # One thread: forwards never overlap (they would only compete for the same cores).
@@ -122,10 +124,17 @@ class DynamicBatcher:
             raise QueueFullError(f"the queue holds {self.depth} of {self.max_queue} texts")
         job = _Job(list(sequences), asyncio.get_running_loop().create_future())
         self._set_depth(self.depth + len(sequences))
-        job.future.add_done_callback(lambda _: self._set_depth(self.depth - len(job.sequences)))
-        self._waiting.append(job)
+        job.future.add_done_callback(lambda _: self._release(job))
+        self._waiting[job] = None
         self._wakeup.set()
         return job.future
+
+    def _release(self, job: _Job) -> None:
+        """The job is answered, failed or cancelled: its texts no longer count against the queue."""
+        self._set_depth(self.depth - len(job.sequences))
+        if job in self._waiting:  # cancelled before its round: drop it now
+            del self._waiting[job]
+            self._count_skipped(len(job.sequences))
 
     def _set_depth(self, depth: int) -> None:
         self.depth = depth
@@ -137,8 +146,16 @@ class DynamicBatcher:
             await self._wakeup.wait()
             self._wakeup.clear()
             if self._waiting:
-                jobs, self._waiting = self._waiting, []
-                await self._run_round(jobs)
+                jobs, self._waiting = list(self._waiting), {}
+                try:
+                    await self._run_round(jobs)
+                except (
+                    Exception
+                ) as exc:  # a bug here must fail this round's requests, not hang all later ones
+                    logger.exception("batching round failed")
+                    for job in jobs:
+                        if not job.future.done():
+                            job.future.set_exception(RuntimeError(f"the batching round failed: {exc}"))
                 self._wakeup.set()  # jobs that arrived during the round
             elif self._closing:
                 return
@@ -167,6 +184,8 @@ class DynamicBatcher:
                     if not job.future.done():
                         job.future.set_exception(RuntimeError(f"the model forward failed: {exc}"))
                 continue
+            if rows.shape[0] != len(sequences):  # zip would leave some requests waiting forever
+                raise RuntimeError(f"the forward of {len(sequences)} sequences gave {rows.shape[0]} rows")
             if self.metrics is not None:
                 self.metrics.observe_batch(len(sequences), sum(len(s.ids) for s in sequences))
             self._scatter(live, rows)

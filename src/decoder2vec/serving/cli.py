@@ -7,7 +7,7 @@ import typer
 
 from decoder2vec.backbone.default_model import DEFAULT_ENCODER
 from decoder2vec.cli_common import ModelOption, quiet_transformers, reports_errors
-from decoder2vec.errors import Decoder2VecError
+from decoder2vec.errors import Decoder2VecError, ModelLoadError
 from decoder2vec.serving.settings import DEFAULT_PAYLOAD_BYTES, ServeSettings
 
 # Seconds uvicorn waits for in-flight requests after SIGTERM before cancelling them.
@@ -94,4 +94,9 @@ def serve(
     finally:
         signal.signal(signal.SIGTERM, previous)
     if failure:
-        raise failure[0]
+        error = failure[0]
+        if not isinstance(
+            error, Decoder2VecError
+        ):  # e.g. a ValueError for --max-length: one line, no traceback
+            raise ModelLoadError(f"could not load {model}: {error}") from error
+        raise error

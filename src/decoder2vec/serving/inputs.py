@@ -9,6 +9,8 @@ exactly as for a text, and they are truncated the same way.
 from __future__ import annotations
 
 from decoder2vec.encoding.tokenization import Sequence, SequenceBuilder
+from decoder2vec.errors import InputError
+from decoder2vec.io import check_unicode
 from decoder2vec.serving.protocol import APIError
 
 
@@ -22,6 +24,8 @@ def build_sequences(
 ) -> list[Sequence]:
     """One sequence per input; raises a 422 :class:`APIError` that names the offending input."""
     instruction = instruction or None  # "" means no instruction, as in ``encode``
+    if instruction is not None:
+        _check_unicode(instruction, "instruction")
     try:
         if inputs and isinstance(inputs[0], str):
             _check_not_blank(inputs)
@@ -49,6 +53,15 @@ def _check_not_blank(texts: list[str]) -> None:
             raise APIError(
                 422, f"input[{i}] is empty or whitespace-only; there is nothing to embed", param="input"
             )
+        _check_unicode(text, f"input[{i}]")
+
+
+def _check_unicode(text: str, where: str) -> None:
+    """JSON may carry lone surrogates (``"\\ud800"``), which no tokenizer encodes: a 422, not a 500."""
+    try:
+        check_unicode(text, where)
+    except InputError as exc:
+        raise APIError(422, str(exc), param=where.split("[")[0]) from None
 
 
 def _from_token_ids(
