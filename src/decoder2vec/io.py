@@ -144,15 +144,22 @@ def replace_entries(
 
 
 def decode_lines(data: bytes, name: str, fix: str = "re-save the file as UTF-8") -> list[str]:
-    """UTF-8 ``data`` split into lines; undecodable bytes are an :class:`InputError` naming ``name`` and
-    the line (``fix`` says what to do about it)."""
+    r"""UTF-8 ``data`` split into lines at ``\n`` (``\r\n`` too); undecodable bytes are an
+    :class:`InputError` naming ``name`` and the line (``fix`` says what to do about it).
+
+    Not ``str.splitlines``: it also breaks at form feeds, U+2028 and other separators, which split one
+    record in two, shift every later line number, and cut JSON strings that hold them raw.
+    """
     try:
-        return data.decode("utf-8").splitlines()
+        lines = data.decode("utf-8").split("\n")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise InputError(
             f"{name}:{line}: not valid UTF-8 ({exc.reason} at byte {exc.start}); {fix}"
         ) from None
+    if lines[-1] == "":  # the final newline ends the last line; it does not start another
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
 
 
 def read_text_lines(path: str | Path) -> list[str]:

@@ -93,8 +93,11 @@ def test_local_engine_rows_equal_encoder_encode(corpus, reference, tiny_llama):
     assert schema.field("embedding").type == pa.list_(pa.float32(), 32)
     manifest = json.loads((reference / "manifest.json").read_text())
     assert manifest["complete"] and manifest["rows"] == 300 and manifest["shards"] == 5
+    from decoder2vec.corpus.model_info import model_fingerprint
+
     assert manifest["settings"] | {"model": None} == {
         "model": None,
+        "model_fingerprint": model_fingerprint(str(tiny_llama)),
         "instruction": None,
         "normalize": False,
         "field": "text",
@@ -252,9 +255,48 @@ def test_missing_inputs_and_bad_options(tiny_llama, tmp_path):
     result = runner.invoke(app, [*args, "--max-length", "9999"])
     assert (
         result.exit_code == 1
-        and "--max-length 9999 must be between 1 and the model's context of 256" in result.output
+        and "--max-length 9999 must be between 2 and the model's context of 256" in result.output
     )
+    result = runner.invoke(app, [*args, "--max-length", "1"])
+    assert result.exit_code == 1 and "--max-length 1 must be between 2" in result.output
+    # An instruction that leaves no room for text: found on the tokenizer, before the manifest is written.
+    result = runner.invoke(app, [*args, "--max-length", "8", "--instruction", "word " * 20])
+    assert result.exit_code == 1 and "--instruction: the instruction takes" in result.output
+    assert "Traceback" not in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_a_model_changed_under_the_same_path_is_refused(tiny_llama, tmp_path):
+    """Resuming with retrained weights in the same folder would mix two models' embeddings."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_llama, model)
+    source = tmp_path / "t.txt"
+    source.write_text("one text\nanother text\n")
+    out = tmp_path / "out"
+    embed_corpus_files([str(source)], out, model=str(model), shard_size=1)
+    (out / "part-00001.parquet").unlink()  # an interrupted run, to be resumed
+    weights = load_file(model / "model.safetensors")
+    save_file({k: v + 0.01 for k, v in weights.items()}, model / "model.safetensors", {"format": "pt"})
+    before = snapshot(out)
+    with pytest.raises(Decoder2VecError, match="model_fingerprint"):
+        embed_corpus_files([str(source)], out, model=str(model), shard_size=1)
+    assert snapshot(out) == before
+
+
+def test_lines_split_at_newlines_only(tiny_llama, tmp_path):
+    """A form feed or U+2028 inside a record neither splits it nor shifts later line numbers."""
+    text = tmp_path / "t.txt"
+    text.write_bytes("first\r\nsecond\x0cpage\nthird\u2028line\n".encode())
+    jsonl = tmp_path / "u.jsonl"
+    jsonl.write_text(json.dumps({"text": "a\u2028b"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    embed_corpus_files([str(text), str(jsonl)], out, model=str(tiny_llama), shard_size=8)
+    ids, _ = read_shards(out)
+    assert list(ids) == [f"{text}:1", f"{text}:2", f"{text}:3", f"{jsonl}:1"]
 
 
 def test_missing_ray_names_the_extra(monkeypatch):

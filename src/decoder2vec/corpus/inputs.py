@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from decoder2vec.errors import InputError
-from decoder2vec.io import check_unicode, iter_jsonl, read_text_lines
+from decoder2vec.io import check_unicode, decode_lines, iter_jsonl
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")  # .json: JSON Lines saved under the common suffix
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -95,7 +95,7 @@ def _records(path: Path, data: bytes, text_field: str, id_field: str):
     if suffix in PARQUET_SUFFIXES:
         yield from _parquet_records(path, data, text_field, id_field)
     elif suffix in JSONL_SUFFIXES:
-        for number, record in iter_jsonl(path):
+        for number, record in iter_jsonl(path, decode_lines(data, str(path))):
             where = f"{path}:{number}"
             if not isinstance(record, dict):
                 raise InputError(f"{where}: a JSON object is needed, got {type(record).__name__}")
@@ -107,7 +107,7 @@ def _records(path: Path, data: bytes, text_field: str, id_field: str):
                 _text_of(record[text_field], where),
             )
     else:
-        for number, line in enumerate(read_text_lines(path), start=1):
+        for number, line in enumerate(decode_lines(data, str(path)), start=1):
             if line.strip():  # blank lines separate nothing, as in `decoder2vec encode`
                 where = f"{path}:{number}"
                 yield where, None, check_unicode(line, where)

@@ -19,8 +19,10 @@ MANIFEST = "manifest.json"
 FORMAT = "decoder2vec-corpus/1"
 # Settings known before the model loads (checked first, so a mismatch costs no model load) ...
 INPUT_SETTINGS = ("model", "instruction", "normalize", "field", "id_field", "shard_size")
-# ... and those the loaded model decides.
-MODEL_SETTINGS = ("pooling", "dimension", "max_length")
+# ... and those the model's files decide (read without loading weights).
+MODEL_SETTINGS = ("pooling", "dimension", "max_length", "model_fingerprint")
+# Recorded since a later version: a folder written before then is not refused for lacking them.
+ADDED_SETTINGS = ("model_fingerprint",)
 
 
 def new_manifest(corpus: Corpus, shard_count: int, settings: dict[str, Any]) -> dict[str, Any]:
@@ -69,6 +71,7 @@ def check_same_run(out: Path, old: dict[str, Any], new: dict[str, Any], keys: tu
         f"{key} {old['settings'].get(key)!r} (now {new['settings'].get(key)!r})"
         for key in keys
         if old["settings"].get(key) != new["settings"].get(key)
+        and not (key in ADDED_SETTINGS and key not in old["settings"])
     ]
     if "inputs" in new:
         differences += _input_differences(old.get("inputs", []), new["inputs"])

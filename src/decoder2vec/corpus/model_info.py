@@ -6,6 +6,7 @@ mismatch fail before a model loads, and lets the Ray driver skip loading a model
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +43,62 @@ def describe_model(model: str, pooling: str | None = None, max_length: int | Non
     context = model_context(text_config)
     if max_length is None:  # as Encoder does: the saved setting, else the default capped at the context
         max_length = saved.get("max_length") or default_max_length(text_config)
-    if max_length < 1 or (context is not None and max_length > context):
+    if max_length < 2 or (context is not None and max_length > context):
         raise ConfigError(
-            f"--max-length {max_length} must be between 1 and the model's context of {context} tokens"
+            f"--max-length {max_length} must be between 2 and the model's context of {context} tokens"
         )
-    return {"pooling": pooling, "dimension": int(text_config.hidden_size), "max_length": int(max_length)}
+    return {
+        "pooling": pooling,
+        "dimension": int(text_config.hidden_size),
+        "max_length": int(max_length),
+        "model_fingerprint": model_fingerprint(path),
+    }
+
+
+# Bytes read from each file for the fingerprint: all of a small file, evenly spaced samples of a large one.
+_WHOLE_FILE = 4 << 20
+_SAMPLES, _SAMPLE_BYTES = 16, 64 << 10
+
+
+def model_fingerprint(path: str) -> str | None:
+    """A digest of a model folder's files, so a resumed run refuses a model changed under the same name.
+
+    Names and sizes of every file, the whole of each small one (configs, tokenizer) and 16 spaced 64 KiB
+    samples of each large one (weights: retraining changes nearly every byte, so samples see it) -
+    seconds for any model size, where hashing 28 GB of a 7B model would take minutes. ``None`` for a hub
+    id that is not a local folder.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        size = file.stat().st_size
+        digest.update(f"{file.relative_to(folder).as_posix()}\0{size}\0".encode())
+        with file.open("rb") as handle:
+            if size <= _WHOLE_FILE:
+                digest.update(handle.read())
+                continue
+            for k in range(_SAMPLES):
+                handle.seek((size - _SAMPLE_BYTES) * k // (_SAMPLES - 1))
+                digest.update(handle.read(_SAMPLE_BYTES))
+    return digest.hexdigest()
+
+
+def check_instruction_fits(model: str, instruction: str | None, max_length: int) -> None:
+    """An instruction that leaves no room for text fails here, on the tokenizer alone, before any write."""
+    if not instruction:
+        return
+    from decoder2vec.backbone.loading import load_tokenizer, resolve_model_path
+    from decoder2vec.encoding.encoder import read_encoder_config
+    from decoder2vec.encoding.tokenization import SequenceBuilder
+
+    path = resolve_model_path(model)
+    append_eos = bool(read_encoder_config(path).get("append_eos", False))
+    try:
+        SequenceBuilder(load_tokenizer(path), max_length, append_eos).build(["text"], [instruction])
+    except ValueError as exc:
+        raise ConfigError(f"--instruction: {exc}") from None
 
 
 def check_encoder(encoder, expected: dict[str, Any]) -> None:
