@@ -79,3 +79,21 @@ def test_cli_exports_and_reports_errors(byte_level_factory, tiny_model_factory, 
     result = runner.invoke(app, ["export", "gguf", "-m", gemma, "-o", str(tmp_path / "g.gguf")])
     assert result.exit_code == 1 and "'gemma'" in result.output and "Traceback" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".gguf") == ["cli.gguf"]
+
+
+def test_cli_refuses_what_the_config_decides_before_loading_weights(
+    byte_level_factory, tiny_model_factory, tmp_path, monkeypatch
+):
+    saved = tmp_path / "weighted"
+    Encoder.from_pretrained(byte_level_factory("llama"), pooling="weighted_mean").save(saved)
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the weights were loaded before the refusal")
+
+    monkeypatch.setattr(Encoder, "from_pretrained", no_load)
+    gemma = str(tiny_model_factory("gemma", "eager"))
+    for model, message in [(gemma, "architecture 'gemma'"), (str(saved), "pooling 'weighted_mean'")]:
+        result = runner.invoke(app, ["export", "gguf", "-m", model, "-o", str(tmp_path / "m.gguf")])
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "m.gguf").exists()

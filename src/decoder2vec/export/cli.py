@@ -49,11 +49,12 @@ def gguf_command(
     """Export an encoder as a llama.cpp embedding model: bidirectional attention and pooling travel in
     its metadata, so `llama-server --embeddings -m FILE.gguf` serves it with no extra flags."""
     from decoder2vec import Encoder
-    from decoder2vec.export.gguf import check_out_path, check_settings, export_gguf
+    from decoder2vec.export.gguf import check_before_loading, check_out_path, check_settings, export_gguf
 
     check_settings(outtype, pooling)  # a bad flag fails before minutes of model loading
     check_out_path(out)
     quiet_transformers()
+    check_before_loading(model, outtype, pooling)  # so do the architecture and the saved pooling
     # fp32 on CPU: the exported weights are rounded once, to --outtype, never first to bf16.
     encoder = Encoder.from_pretrained(
         model,

@@ -105,18 +105,8 @@ def plan_export(encoder, outtype: str = "f16", pooling: str | None = None) -> Ex
     pooling = pooling or encoder.pooling
     check_settings(outtype, pooling)
     config = encoder.model.config
-    model_type = getattr(config, "model_type", None)
-    if model_type in NOT_YET:
-        raise ModelLoadError(
-            f"exporting architecture '{model_type}' to GGUF is not supported yet: {NOT_YET[model_type]}"
-        )
-    if model_type not in ARCHITECTURES:
-        raise ModelLoadError(
-            f"exporting architecture '{model_type}' to GGUF is not supported "
-            f"(supported: {', '.join(ARCHITECTURES)})"
-        )
+    model_type = check_architecture(config)
     arch, permute_qk = ARCHITECTURES[model_type]
-    _check_rope(config, model_type)
     # Mistral v0.1 attends within a sliding window, which llama.cpp's llama arch does not apply;
     # declaring the window as the context length keeps every accepted input exact.
     context_length = int(config.max_position_embeddings)
@@ -136,6 +126,42 @@ def plan_export(encoder, outtype: str = "f16", pooling: str | None = None) -> Ex
     return ExportPlan(
         arch, permute_qk, outtype, pooling, not encoder.bidirectional, context_length, spec, names
     )
+
+
+def check_architecture(config) -> str:
+    """The config's ``model_type`` if llama.cpp can run it as exported, else a :class:`ModelLoadError`."""
+    model_type = getattr(config, "model_type", None)
+    if model_type in NOT_YET:
+        raise ModelLoadError(
+            f"exporting architecture '{model_type}' to GGUF is not supported yet: {NOT_YET[model_type]}"
+        )
+    if model_type not in ARCHITECTURES:
+        raise ModelLoadError(
+            f"exporting architecture '{model_type}' to GGUF is not supported "
+            f"(supported: {', '.join(ARCHITECTURES)})"
+        )
+    _check_rope(config, model_type)
+    return model_type
+
+
+def check_before_loading(model: str, outtype: str, pooling: str | None) -> None:
+    """What the config files alone decide (flags, architecture, RoPE, saved pooling), so an export that
+    cannot succeed fails before the weights load (minutes and tens of GB for a 7B model)."""
+    from transformers import AutoConfig
+
+    from decoder2vec.backbone.loading import resolve_model_path
+    from decoder2vec.encoding.encoder import read_encoder_config
+
+    check_settings(outtype, pooling)
+    path = resolve_model_path(model)
+    if not Path(path).is_dir():
+        return  # a hub id: its config comes with the model; plan_export checks it after the load
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError):
+        return  # the load reports what is wrong with the folder, in its own words
+    check_architecture(config.get_text_config() if hasattr(config, "get_text_config") else config)
+    check_settings(outtype, pooling or read_encoder_config(path).get("pooling"))
 
 
 def _check_rope(config, model_type: str) -> None:
