@@ -24,9 +24,9 @@ SENTENCES = ["A man is playing a guitar.", "The stock market fell sharply today.
 # First 6 dimensions of each sentence's embedding (mean pooling, not normalised), pinned from the alias as
 # built when the adapters shipped (tools/ship_encoder.py): a change of GGUF reading, merging or pooling shows.
 PINNED = {
-    "A man is playing a guitar.": [-2.154824, -1.126831, -1.581248, -0.426950, -1.822561, -1.480136],
-    "The stock market fell sharply today.": [-0.931565, 1.768382, -2.370447, 0.916715, -2.196106, -1.542025],
-    "Hi": [-0.110703, -0.025895, 0.085578, 0.358303, 0.000506, 0.189197],
+    "A man is playing a guitar.": [-1.307402, -1.354676, -0.956910, -0.786055, -1.990570, -0.742932],
+    "The stock market fell sharply today.": [-0.804226, 3.550834, -2.485808, 1.001870, -0.303768, -1.647902],
+    "Hi": [-0.412386, 0.026139, -0.679352, 2.603661, 1.224043, -0.276410],
 }
 
 
