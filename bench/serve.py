@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import sts_sentences, write_results
+from common import sts_sentences, timed, write_results
 
 
 def free_port() -> int:
@@ -93,7 +94,7 @@ def forward_costs(encoder, repeats: int = 3) -> dict:
     for n, length in shapes:
         batch = [Sequence(ids[:length], 0, False) for _ in range(n)]
         embed_sequences(encoder, batch)
-        best = min(_timed(embed_sequences, encoder, batch) for _ in range(repeats))
+        best = min(timed(partial(embed_sequences, encoder, batch))[0] for _ in range(repeats))
         rows.append((n * length, best))
         print(f"{n:>4} x {length:<3} {1000 * best:8.1f} ms")
     tokens, seconds = np.array(rows).T
@@ -107,12 +108,6 @@ def forward_costs(encoder, repeats: int = 3) -> dict:
         "per_token_ms": 1000 * per_token,
         "overhead_tokens": overhead / per_token,
     }
-
-
-def _timed(fn, *args) -> float:
-    start = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - start
 
 
 def main() -> None:

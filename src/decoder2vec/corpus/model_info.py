@@ -19,8 +19,11 @@ def model_identity(model: str) -> str:
     return str(path.resolve()) if path.exists() else model
 
 
-def describe_model(model: str, pooling: str | None = None, max_length: int | None = None) -> dict[str, Any]:
-    """``{"pooling", "dimension", "max_length"}`` as ``Encoder.from_pretrained`` would set them."""
+def describe_model(
+    model: str, pooling: str | None = None, max_length: int | None = None, instruction: str | None = None
+) -> dict[str, Any]:
+    """``{"pooling", "dimension", "max_length", "model_fingerprint"}`` as ``Encoder.from_pretrained`` would
+    set them; an ``instruction`` that leaves no room for text is refused here, on the tokenizer alone."""
     from transformers import AutoConfig
 
     from decoder2vec.backbone.loading import resolve_model_path
@@ -47,6 +50,8 @@ def describe_model(model: str, pooling: str | None = None, max_length: int | Non
         raise ConfigError(
             f"--max-length {max_length} must be between 2 and the model's context of {context} tokens"
         )
+    if instruction:
+        check_instruction_fits(path, instruction, int(max_length), bool(saved.get("append_eos", False)))
     return {
         "pooling": pooling,
         "dimension": int(text_config.hidden_size),
@@ -85,16 +90,11 @@ def model_fingerprint(path: str) -> str | None:
     return digest.hexdigest()
 
 
-def check_instruction_fits(model: str, instruction: str | None, max_length: int) -> None:
-    """An instruction that leaves no room for text fails here, on the tokenizer alone, before any write."""
-    if not instruction:
-        return
-    from decoder2vec.backbone.loading import load_tokenizer, resolve_model_path
-    from decoder2vec.encoding.encoder import read_encoder_config
+def check_instruction_fits(path: str, instruction: str, max_length: int, append_eos: bool) -> None:
+    """Build one sequence with the model folder's tokenizer: an instruction too long for it is a ConfigError."""
+    from decoder2vec.backbone.loading import load_tokenizer
     from decoder2vec.encoding.tokenization import SequenceBuilder
 
-    path = resolve_model_path(model)
-    append_eos = bool(read_encoder_config(path).get("append_eos", False))
     try:
         SequenceBuilder(load_tokenizer(path), max_length, append_eos).build(["text"], [instruction])
     except ValueError as exc:

@@ -20,12 +20,7 @@ from decoder2vec.corpus.manifest import (
     read_manifest,
     write_manifest,
 )
-from decoder2vec.corpus.model_info import (
-    check_encoder,
-    check_instruction_fits,
-    describe_model,
-    model_identity,
-)
+from decoder2vec.corpus.model_info import check_encoder, describe_model, model_identity
 from decoder2vec.corpus.progress import ShardProgress
 from decoder2vec.corpus.shards import pending_shards, plan_shards, remove_partial_files
 from decoder2vec.errors import ConfigError
@@ -85,8 +80,7 @@ def embed_corpus_files(
     if old is not None:
         check_same_run(out, old, manifest, INPUT_SETTINGS)
     # The manifest shares `settings`, so what the model decides is recorded too.
-    settings.update(describe_model(model, pooling, max_length))
-    check_instruction_fits(model, instruction, settings["max_length"])
+    settings.update(describe_model(model, pooling, max_length, instruction))
     if old is not None:
         check_same_run(out, old, {"settings": settings}, MODEL_SETTINGS)
         manifest = old

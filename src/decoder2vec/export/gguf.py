@@ -145,14 +145,14 @@ def check_architecture(config) -> str:
 
 
 def check_before_loading(model: str, outtype: str, pooling: str | None) -> None:
-    """What the config files alone decide (flags, architecture, RoPE, saved pooling), so an export that
-    cannot succeed fails before the weights load (minutes and tens of GB for a 7B model)."""
+    """What the config files alone decide (architecture, RoPE, saved pooling), so an export that cannot
+    succeed fails before the weights load (minutes and tens of GB for a 7B model). The flags themselves
+    are :func:`check_settings`'s, checked before this resolves the model."""
     from transformers import AutoConfig
 
     from decoder2vec.backbone.loading import resolve_model_path
     from decoder2vec.encoding.encoder import read_encoder_config
 
-    check_settings(outtype, pooling)
     path = resolve_model_path(model)
     if not Path(path).is_dir():
         return  # a hub id: its config comes with the model; plan_export checks it after the load

@@ -149,9 +149,8 @@ class DynamicBatcher:
                 jobs, self._waiting = list(self._waiting), {}
                 try:
                     await self._run_round(jobs)
-                except (
-                    Exception
-                ) as exc:  # a bug here must fail this round's requests, not hang all later ones
+                # A bug in a round must fail that round's requests, not hang every later one.
+                except Exception as exc:
                     logger.exception("batching round failed")
                     for job in jobs:
                         if not job.future.done():

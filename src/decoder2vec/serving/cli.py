@@ -95,8 +95,7 @@ def serve(
         signal.signal(signal.SIGTERM, previous)
     if failure:
         error = failure[0]
-        if not isinstance(
-            error, Decoder2VecError
-        ):  # e.g. a ValueError for --max-length: one line, no traceback
+        # Not one of ours (e.g. a ValueError for --max-length): still one error line, no traceback.
+        if not isinstance(error, Decoder2VecError):
             raise ModelLoadError(f"could not load {model}: {error}") from error
         raise error
