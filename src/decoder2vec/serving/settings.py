@@ -14,9 +14,9 @@ DEFAULT_PAYLOAD_BYTES = 2_000_000
 ACCELERATOR_BATCH_TOKENS = 16384
 # What one more forward costs, in padded tokens (see batcher.plan_round). On CPU a small forward is
 # bound by streaming the weights: for SmolLM2-135M `bench/serve.py --forward-costs` fits ~19 ms +
-# ~2.2 ms per padded token on one thread (9 tokens; 12 on two), and a single text costs ~30 ms.
-# Planning with 8, 16 or 32 gave the same time within 5%. On GPUs a small forward is bound by kernel
-# launches and padding is nearly free; that figure is not measured here.
+# ~2.2 ms per padded token on one thread (9 tokens; 12-38 on two, noisy), and a single text costs
+# ~30 ms. Planning with 8, 16 or 32 gave the same time within 5% (one thread). On GPUs a small
+# forward is bound by kernel launches and padding is nearly free; that figure is not measured here.
 CPU_FORWARD_OVERHEAD_TOKENS = 16
 ACCELERATOR_FORWARD_OVERHEAD_TOKENS = 4096
 
