@@ -23,6 +23,7 @@ import argparse
 import json
 import multiprocessing as mp
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from common import RESULTS, SHARED, spaced_indices, sts_spearman
@@ -131,8 +132,10 @@ def main() -> None:
     variants += [(v[0], v[1:]) for v in args.variant]
     if not variants:
         raise SystemExit("nothing to run: give --lrs or --variant")
-    with mp.get_context("spawn").Pool(len(variants)) as pool:
-        results = pool.starmap(worker, [(name, sets, args) for name, sets in variants])
+    # an executor, not a Pool: a worker killed for memory (a large batch without --mini-batch-size) raises
+    # BrokenProcessPool here instead of leaving the sweep waiting forever for its result
+    with ProcessPoolExecutor(len(variants), mp_context=mp.get_context("spawn")) as pool:
+        results = list(pool.map(worker, *zip(*[(name, sets, args) for name, sets in variants])))
     rows = [row for per_variant in results for row in per_variant]
     print(f"\n{'variant':<24}{'step':>6}{'seconds':>9}{'STS-B':>8}{'SICK-R':>8}")
     for row in rows:
