@@ -60,3 +60,6 @@ if __name__ == "__main__":
     run_simcse(simcse, f"{out}/simcse")
     run_supervised(supervised, f"{out}/supervised")
     gradient_check(out)
+    from decoder2vec.training.distributed import end_distributed
+
+    end_distributed()

@@ -91,13 +91,16 @@ def _friendly(fn):
         import warnings
 
         from decoder2vec.cli_common import quiet_transformers
+        from decoder2vec.training.distributed import end_distributed
 
         quiet_transformers()
         # peft reads a property transformers 5 deprecated; the warning is about their code, not the run.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        return fn(*args, **kwargs)
+        result = fn(*args, **kwargs)
+        end_distributed()  # only after success: a failed rank's peers may still be inside a collective
+        return result
 
     return reports_errors(with_logging)
 

@@ -36,3 +36,16 @@ def gather_objects(items: list) -> list:
     out: list = [None] * size
     dist.all_gather_object(out, list(items))
     return [x for part in out for x in part]
+
+
+def end_distributed() -> None:
+    """Tear down the process group at the end of a successful run (a no-op in a single process).
+
+    Left to interpreter exit, gloo's threads can abort a finished torchrun worker with "terminate called
+    without an active exception" (SIGABRT), so the job fails after its work is written."""
+    if dist.is_available() and dist.is_initialized():
+        import gc
+
+        gc.collect()  # free finished work objects (DDP's, the gathers') while the interpreter is whole
+        dist.destroy_process_group()
+        gc.collect()
