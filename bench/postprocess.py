@@ -18,7 +18,6 @@ import json
 import numpy as np
 import torch
 from common import SHARED, write_results
-from scipy.stats import spearmanr
 
 
 def main() -> None:
@@ -30,6 +29,7 @@ def main() -> None:
 
     from decoder2vec import Encoder
     from decoder2vec.evaluation.loaders import load_sick, load_stsb
+    from decoder2vec.evaluation.metrics import sts_scores
     from decoder2vec.training.data.corpus import read_sentences
 
     torch.set_num_threads(args.threads)
@@ -65,9 +65,8 @@ def main() -> None:
     for name, f in maps.items():
         row = {"map": name}
         for task, (a, b, gold) in pairs.items():
-            fa, fb = f(a.astype(np.float64)), f(b.astype(np.float64))
-            cosine = (fa * fb).sum(1) / np.linalg.norm(fa, axis=1) / np.linalg.norm(fb, axis=1)
-            row[task] = round(100 * spearmanr(cosine, gold).correlation, 2)
+            mapped = sts_scores(f(a.astype(np.float64)), f(b.astype(np.float64)), gold)
+            row[task] = round(mapped["cosine_spearman"], 2)
         print(json.dumps(row), flush=True)
         rows.append(row)
     payload = {"model": args.model, "sentences": len(fit), "rows": rows}

@@ -135,7 +135,8 @@ def main() -> None:
     # an executor, not a Pool: a worker killed for memory (a large batch without --mini-batch-size) raises
     # BrokenProcessPool here instead of leaving the sweep waiting forever for its result
     with ProcessPoolExecutor(len(variants), mp_context=mp.get_context("spawn")) as pool:
-        results = list(pool.map(worker, *zip(*[(name, sets, args) for name, sets in variants])))
+        futures = [pool.submit(worker, name, sets, args) for name, sets in variants]
+        results = [future.result() for future in futures]
     rows = [row for per_variant in results for row in per_variant]
     print(f"\n{'variant':<24}{'step':>6}{'seconds':>9}{'STS-B':>8}{'SICK-R':>8}")
     for row in rows:
