@@ -10,12 +10,13 @@ import json
 import math
 import os
 import shutil
+import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from decoder2vec.errors import InputError
+from decoder2vec.errors import InputError, OutputExistsError
 
 
 def _umask() -> int:
@@ -25,26 +26,78 @@ def _umask() -> int:
     return mask
 
 
+def file_mode(executable: bool = False) -> int:
+    """The mode ``open()`` (or ``mkdir`` for ``executable``) would give a new entry under the umask.
+
+    Temporary files and folders (mkstemp 0600, mkdtemp 0700, and libraries that write through them, such
+    as safetensors' ``save_file``) are private; what we publish gets the ordinary mode, so another user
+    or a container running under another uid can read a saved model when the umask allows it."""
+    return (0o777 if executable else 0o666) & ~_umask()
+
+
 def make_temp_dir(parent: Path, prefix: str) -> Path:
     """A fresh directory in ``parent`` with the mode a plain ``mkdir`` would give (mkdtemp makes 0700)."""
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    os.chmod(tmp, 0o777 & ~_umask())
+    os.chmod(tmp, file_mode(executable=True))
     return tmp
 
 
+def fsync_file(path: str | Path) -> None:
+    """Flush a written file to disk, so a rename that publishes it never publishes an empty file after a
+    power loss."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def settle_tree(root: Path) -> None:
+    """Give everything under ``root`` (built in a temporary folder) its ordinary mode under the umask and
+    flush its files to disk, before ``root`` is renamed into place. Symbolic links are left alone."""
+    for folder, dirs, files in os.walk(root):
+        os.chmod(folder, file_mode(executable=True))
+        for name in files:
+            path = os.path.join(folder, name)
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISREG(mode):
+                continue
+            os.chmod(path, file_mode(executable=bool(mode & 0o111)))
+            fsync_file(path)
+
+
 def write_file_atomic(path: str | Path, data: str | bytes) -> None:
-    """Write a file through a temporary sibling and ``os.replace``, so it is never half written."""
+    """Write a file through a temporary sibling, flush it to disk and ``os.replace`` it into place, so it
+    is never half written (nor empty after a crash); it gets the ordinary mode under the umask."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode() if isinstance(data, str) else data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600); outputs are ordinary files
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, file_mode())  # mkstemp makes it private (0600); outputs are ordinary files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_new_file(
+    path: Path, *, overwrite: bool, inputs: Iterable[str | Path] = (), flag: str = "--out"
+) -> None:
+    """Refuse, before any work, an output file that exists (unless ``overwrite``) or that is one of the
+    ``inputs`` (always: writing it would destroy what is being read). Hard and symbolic links to an input
+    count as the input."""
+    for source in inputs:
+        source = Path(source).expanduser()
+        if path.exists() and source.exists() and os.path.samefile(path, source):
+            raise OutputExistsError(
+                f"{flag} {path} is the input {source}; writing it would destroy the input, choose another file"
+            )
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{flag} {path} already exists; pass --overwrite to replace it")
 
 
 def json_safe(value: Any) -> Any:
@@ -77,6 +130,7 @@ def publish_folder(target: Path, build: Callable[[Path], None]) -> Path:
     tmp = make_temp_dir(target.parent, f".{target.name}.tmp-")
     try:
         build(tmp)
+        settle_tree(tmp)
         try:
             os.rename(tmp, target)
         except OSError:
@@ -99,6 +153,7 @@ def replace_folder(target: Path, build: Callable[[Path], None]) -> Path:
     old = None
     try:
         build(tmp)
+        settle_tree(tmp)
         if target.exists():
             old = make_temp_dir(target.parent, f".{target.name}.old-")
             os.replace(target, old / "previous")
@@ -125,6 +180,7 @@ def replace_entries(
     trash = None
     try:
         build(tmp)
+        settle_tree(tmp)
         written = {p.name for p in tmp.iterdir()}
         stale = [p for p in target.iterdir() if p.name not in written and owned is not None and owned(p.name)]
         for entry in sorted(written):

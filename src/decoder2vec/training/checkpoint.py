@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from decoder2vec.training.errors import OutputExistsError, ResumeMismatchError
+from decoder2vec.io import settle_tree, write_file_atomic
+from decoder2vec.training.errors import OutputExistsError, ResumeMismatchError, TrainingError
 
 RUN_FILE = "run.json"
 STATE_FILE = "trainer_state.json"
@@ -28,6 +32,9 @@ _PREFIX = "checkpoint-"
 
 # Settings that do not change the trained weights, so a resume may differ in them.
 NON_IDENTITY_KEYS = {"log_every", "save_every", "keep_checkpoints", "eval_every", "eval_batches", "merge"}
+
+
+_RNG_FORMAT = "decoder2vec-rng-1"
 
 
 def rng_state() -> dict[str, Any]:
@@ -43,6 +50,61 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_rng_state(state: dict[str, Any], path: Path) -> None:
+    """``state`` (as :func:`rng_state` returns it) as a safetensors file: the generators' words as integer
+    tensors, their few scalars as JSON metadata. No pickle, so loading it can never run code."""
+    version, words, gauss_next = state["python"]
+    algorithm, key, pos, has_gauss, cached_gaussian = state["numpy"]
+    tensors = {
+        "python": torch.tensor(words, dtype=torch.int64),
+        "numpy": torch.from_numpy(np.asarray(key, dtype=np.int64)),
+        "torch": state["torch"].to(torch.uint8).contiguous(),
+    }
+    for i, cuda in enumerate(state.get("cuda", [])):
+        tensors[f"cuda.{i}"] = cuda.to(torch.uint8).contiguous()
+    metadata = {
+        "format": _RNG_FORMAT,
+        "python": json.dumps({"version": version, "gauss_next": gauss_next}),
+        "numpy": json.dumps(
+            {
+                "algorithm": algorithm,
+                "pos": int(pos),
+                "has_gauss": int(has_gauss),
+                "cached_gaussian": cached_gaussian,
+            }
+        ),
+    }
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def load_rng_state(path: Path) -> dict[str, Any]:
+    """The state :func:`save_rng_state` wrote; anything else is a :class:`TrainingError` naming the file."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+        if metadata.get("format") != _RNG_FORMAT:
+            raise ValueError(f"format {metadata.get('format')!r}, expected {_RNG_FORMAT!r}")
+        python, numpy = json.loads(metadata["python"]), json.loads(metadata["numpy"])
+        state = {
+            "python": (python["version"], tuple(tensors["python"].tolist()), python["gauss_next"]),
+            "numpy": (
+                numpy["algorithm"],
+                tensors["numpy"].numpy().astype(np.uint32),
+                numpy["pos"],
+                numpy["has_gauss"],
+                numpy["cached_gaussian"],
+            ),
+            "torch": tensors["torch"],
+        }
+    except (SafetensorError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise TrainingError(f"{path} is not a random-state file decoder2vec wrote ({exc})") from None
+    cuda = sorted((k for k in tensors if k.startswith("cuda.")), key=lambda k: int(k.split(".")[1]))
+    if cuda:
+        state["cuda"] = [tensors[k] for k in cuda]
+    return state
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
@@ -76,13 +138,7 @@ def check_run_dir(
     run_file = run_dir / RUN_FILE
     if run_file.is_file():
         if resume:
-            saved = json.loads(run_file.read_text())
-            diffs = identity_diff(saved, identity)
-            if diffs:
-                raise ResumeMismatchError(
-                    f"{run_dir} was written by a different model or recipe; refusing to resume:\n  "
-                    + "\n  ".join(diffs)
-                )
+            check_resumes([(run_dir, identity)])
             found = checkpoints(run_dir)
             return (found[-1] if found else None), False
         if not overwrite:
@@ -98,11 +154,31 @@ def check_run_dir(
     return None, False
 
 
+def check_resumes(runs: list[tuple[Path, dict[str, Any]]]) -> None:
+    """Raise one :class:`ResumeMismatchError` naming every difference between each run folder's saved
+    identity and the current one (all runs, all keys: not one per attempt). Folders without a run file
+    are skipped (they start fresh)."""
+    found = []
+    for run_dir, identity in runs:
+        run_file = run_dir / RUN_FILE
+        if run_file.is_file():
+            diffs = identity_diff(json.loads(run_file.read_text()), identity)
+            found += [(run_dir, diff) for diff in diffs]
+    if not found:
+        return
+    if len(runs) == 1:
+        raise ResumeMismatchError(
+            f"{runs[0][0]} was written by a different model or recipe; refusing to resume:\n  "
+            + "\n  ".join(diff for _, diff in found)
+        )
+    raise ResumeMismatchError(
+        f"{len(found)} setting(s) differ from the saved runs; refusing to resume:\n  "
+        + "\n  ".join(f"{run_dir}: {diff}" for run_dir, diff in found)
+    )
+
+
 def write_run_file(run_dir: Path, identity: dict[str, Any]) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".{RUN_FILE}.tmp"
-    tmp.write_text(json.dumps(identity, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, run_dir / RUN_FILE)
+    write_file_atomic(run_dir / RUN_FILE, json.dumps(identity, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def begin_checkpoint(run_dir: Path, step: int) -> Path:
@@ -116,7 +192,7 @@ def begin_checkpoint(run_dir: Path, step: int) -> Path:
 
 def write_rank_state(tmp: Path, rank: int) -> None:
     """Every rank saves its own RNG state (dropout differs per rank)."""
-    torch.save(rng_state(), tmp / f"rng_{rank}.pt")
+    save_rng_state(rng_state(), tmp / f"rng_{rank}.safetensors")
 
 
 def write_main_state(
@@ -136,6 +212,7 @@ def write_main_state(
 def finish_checkpoint(run_dir: Path, tmp: Path, step: int, keep: int) -> Path:
     """Rename the finished temporary folder into place, then drop all but the ``keep`` newest."""
     final = run_dir / f"{_PREFIX}{step:08d}"
+    settle_tree(tmp)  # safetensors writes 0600 files; give them the umask's mode, and flush them to disk
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -145,12 +222,33 @@ def finish_checkpoint(run_dir: Path, tmp: Path, step: int, keep: int) -> Path:
 
 
 def load_checkpoint(path: Path, rank: int) -> dict[str, Any]:
-    """Everything a checkpoint holds, as tensors/dicts (weights_only loading where possible)."""
-    rng_file = path / f"rng_{rank}.pt"
+    """Everything a checkpoint holds, as tensors/dicts; nothing in it is unpickled beyond plain tensors
+    and containers (``weights_only``), so a crafted checkpoint cannot run code."""
+    rng_file = path / f"rng_{rank}.safetensors"
+    rng = load_rng_state(rng_file) if rng_file.is_file() else None
+    if rng is None and (path / f"rng_{rank}.pt").is_file():
+        # Checkpoints before the safetensors format pickled Python objects; loading those would take
+        # weights_only=False, i.e. trusting the file with code execution. The loop re-seeds torch from
+        # (seed, step, rank) before every step, so the weights are exact without it.
+        warnings.warn(
+            f"{path / f'rng_{rank}.pt'}: an older pickled random-state file, not loaded (it could run code); "
+            "resuming without it",
+            stacklevel=2,
+        )
     return {
         "trainable": load_file(str(path / "trainable.safetensors")),
-        "optimizer": torch.load(path / "optimizer.pt", weights_only=True),
-        "scheduler": torch.load(path / "scheduler.pt", weights_only=True),
-        "rng": torch.load(rng_file, weights_only=False) if rng_file.is_file() else None,
+        "optimizer": _load_tensors(path / "optimizer.pt"),
+        "scheduler": _load_tensors(path / "scheduler.pt"),
+        "rng": rng,
         "state": json.loads((path / STATE_FILE).read_text()),
     }
+
+
+def _load_tensors(path: Path) -> Any:
+    """A ``torch.save``d state dict, loaded weights-only; a file holding more is refused in one line."""
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError:
+        raise TrainingError(
+            f"refusing to load {path}: it holds objects other than tensors, and loading them could run code"
+        ) from None
