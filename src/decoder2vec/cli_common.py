@@ -46,11 +46,17 @@ def reports_errors(command):
 
 
 def quiet_transformers() -> None:
-    """Our own progress bars and messages are enough; transformers' per-load bars and reports are noise."""
+    """Our own progress bars and messages are enough; transformers' per-load bars and reports are noise,
+    and so are deprecation notices about the libraries' code rather than the user's command."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    # peft reads a property transformers 5 deprecated (`is_gradient_checkpointing`) on every LoRA model
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    for module in ("transformers", "peft", "accelerate"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
 
 
 def load_encoder(model: str, pooling: str | None = None, causal: bool = False, max_length: int | None = None):

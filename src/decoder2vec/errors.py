@@ -22,7 +22,15 @@ class BidirectionalityError(Decoder2VecError, RuntimeError):
 
 
 class InputError(Decoder2VecError, ValueError):
-    """Input data (a file, a record, a text) that cannot be used; the message names where it is."""
+    """Input data (a file, a record, a text) that cannot be used; the message names where it is.
+
+    ``param`` names the request field at fault where there is one (``input``, ``dimensions``): the server
+    answers it as ``error.param``."""
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
 
 
 class ConfigError(Decoder2VecError, ValueError):

@@ -42,6 +42,33 @@ def test_encode_jsonl_from_stdin_to_jsonl(tiny_llama, tmp_path):
     assert abs(np.linalg.norm(records[0]["embedding"]) - 1) < 1e-5
 
 
+@pytest.mark.parametrize("precision", ["float32", "ubinary"])
+def test_encode_dimensions_and_precision(tiny_llama, tmp_path, precision):
+    source = tmp_path / "texts.txt"
+    source.write_text("\n".join(SENTENCES) + "\n")
+    out = tmp_path / "e.npy"
+    args = ["encode", str(source), "-o", str(out), "-m", str(tiny_llama), "--dimensions", "16"]
+    result = runner.invoke(app, [*args, "--precision", precision, "--normalize"])
+    assert result.exit_code == 0, result.output
+    expected = Encoder.from_pretrained(tiny_llama).encode(
+        SENTENCES, dimensions=16, normalize=True, precision=precision
+    )
+    got = np.load(out)
+    assert got.dtype == expected.dtype
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_encode_errors_that_need_the_model(tiny_llama, tmp_path):
+    source = tmp_path / "texts.txt"
+    source.write_text("hello\n")
+    args = ["encode", str(source), "-o", str(tmp_path / "e.npy"), "-m", str(tiny_llama)]
+    result = runner.invoke(app, [*args, "--dimensions", "33"])
+    assert result.exit_code == 1 and "dimensions=33 is outside [1, 32]" in result.output
+    result = runner.invoke(app, [*args, "--precision", "int8"])
+    assert result.exit_code == 1 and "calibrate" in result.output
+    assert not (tmp_path / "e.npy").exists()
+
+
 def test_similarity_and_info(tiny_llama):
     result = runner.invoke(app, ["similarity", "the cat", "the cat", "-m", str(tiny_llama)])
     assert result.exit_code == 0 and abs(float(result.output.strip().splitlines()[-1]) - 1) < 1e-4

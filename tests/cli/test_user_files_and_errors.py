@@ -120,7 +120,7 @@ def test_format_text_reads_a_brace_line_as_text(tiny_llama, tmp_path):
     assert result.exit_code == 0, result.output
     assert np.load(out).shape[0] == 2
     # auto goes by the extension: a .txt file is text too
-    result = runner.invoke(app, ["encode", str(source), "-o", str(out), "-m", str(tiny_llama)])
+    result = runner.invoke(app, ["encode", str(source), "-o", str(out), "-m", str(tiny_llama), "--overwrite"])
     assert result.exit_code == 0, result.output
 
 
@@ -207,6 +207,8 @@ def test_recipe_values_are_type_checked(tmp_path):
         (["--pooling", "max"], "--pooling 'max' is not one of"),
         (["--batch-size", "0"], "--batch-size must be positive"),
         (["--max-length", "1"], "--max-length must be at least 2"),
+        (["--dimensions", "0"], "--dimensions must be a positive integer"),
+        (["--precision", "int4"], "--precision 'int4' is not one of"),
     ],
 )
 def test_encode_options_fail_before_the_model_loads(tmp_path, extra, message):

@@ -20,7 +20,7 @@ def test_echo_pools_only_the_second_copy(tiny_encoder) -> None:
     batch = tiny_encoder.tokenize(TEXTS, instruction=prefixes)
     tok = tiny_encoder.tokenizer
     # The template ends in a space; byte-level BPEs fold it into the second copy's first token.
-    lead = " " if tiny_encoder._builder.boundary == "space_joins_text" else ""
+    lead = " " if tiny_encoder.builder.boundary == "space_joins_text" else ""
     for row, text in enumerate(TEXTS):
         ids = batch.input_ids[row][batch.attention_mask[row].bool()].tolist()
         pooled = batch.input_ids[row][batch.pool_mask[row].bool()].tolist()

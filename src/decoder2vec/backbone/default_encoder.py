@@ -14,8 +14,16 @@ import json
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
+
 from decoder2vec.backbone.cache import cache_home, is_cached
 from decoder2vec.backbone.default_model import DEFAULT_ENCODER, DEFAULT_MODEL
+from decoder2vec.encoder_config import (
+    ENCODER_CONFIG,
+    check_pooling_mode,
+    default_max_length,
+    write_encoder_files,
+)
 from decoder2vec.errors import ModelLoadError
 from decoder2vec.io import publish_folder
 
@@ -49,15 +57,16 @@ def read_manifest(source: Path) -> dict:
         ) from None
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
         raise ModelLoadError(f"{path} is damaged ({exc}); reinstall decoder2vec") from None
-    for adapter in adapters:
-        for name, expected in adapter["sha256"].items():
-            file = source / adapter["path"] / name
-            if not file.is_file():
-                raise ModelLoadError(f"adapter file {file} is missing; reinstall decoder2vec")
-            if sha256(file) != expected:
-                raise ModelLoadError(
-                    f"adapter file {file} is corrupt (its SHA-256 differs from {path}); reinstall decoder2vec"
-                )
+    files = [(source / a["path"] / name, digest) for a in adapters for name, digest in a["sha256"].items()]
+    if manifest.get("calibration"):  # the int8 calibration sample, when the bundle ships one
+        files.append((source / manifest["calibration"]["path"], manifest["calibration"]["sha256"]))
+    for file, expected in files:
+        if not file.is_file():
+            raise ModelLoadError(f"encoder file {file} is missing; reinstall decoder2vec")
+        if sha256(file) != expected:
+            raise ModelLoadError(
+                f"encoder file {file} is corrupt (its SHA-256 differs from {path}); reinstall decoder2vec"
+            )
     return manifest
 
 
@@ -67,12 +76,15 @@ def default_encoder_folder(source: Path | None = None) -> Path:
     ``source`` is an adapter bundle folder (default: the shipped one). The cache name carries a digest of
     the adapters' hashes, so a new release of the adapters never reuses an old build.
     """
-    from decoder2vec.encoding.encoder import ENCODER_CONFIG, Encoder  # lazily: encoding imports the backbone
+    from decoder2vec.backbone.loading import load_backbone, save_backbone  # loading imports this module
 
     source = Path(source) if source is not None else shipped_dir()
     manifest = read_manifest(source)
     # what the build depends on (the adapter hashes and the encoder settings), not the recorded scores
-    built_from = json.dumps([manifest["adapters"], manifest.get("encoder", {})], sort_keys=True)
+    built_from = [manifest["adapters"], manifest.get("encoder", {})]
+    if manifest.get("calibration"):  # (bundles without one keep their old cache name)
+        built_from.append(manifest["calibration"])
+    built_from = json.dumps(built_from, sort_keys=True)
     digest = hashlib.sha256(built_from.encode()).hexdigest()[:12]
     folder = cache_home() / "models" / f"{ENCODER_ALIAS}-{digest}"
     if is_cached(folder, ENCODER_CONFIG):
@@ -80,15 +92,25 @@ def default_encoder_folder(source: Path | None = None) -> Path:
 
     def build(tmp: Path) -> None:
         settings = manifest.get("encoder", {})
-        encoder = Encoder.from_pretrained(
+        model, tokenizer = load_backbone(
             DEFAULT_MODEL,
             adapters=[source / adapter["path"] for adapter in manifest["adapters"]],
             bidirectional=True,
-            pooling=settings.get("pooling", "mean"),
-            max_length=settings.get("max_length"),
             dtype="float32",
             device="cpu",
         )
-        encoder.save(tmp)
+        save_backbone(model, tokenizer, tmp)
+        calibration = manifest.get("calibration")
+        write_encoder_files(
+            tmp,
+            {
+                "pooling": check_pooling_mode(settings.get("pooling", "mean")),
+                "max_length": settings.get("max_length") or default_max_length(model.config),
+                "bidirectional": True,
+                "matryoshka_dimensions": settings.get("matryoshka_dimensions"),
+            },
+            int(model.config.hidden_size),
+            np.load(source / calibration["path"], allow_pickle=False) if calibration else None,
+        )
 
     return publish_folder(folder, build)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import struct
 from pathlib import Path
 
 import torch
 
 from decoder2vec.backbone.cache import cache_home, publish_folder
-from decoder2vec.errors import ModelLoadError
+from decoder2vec.errors import ModelLoadError, OutputExistsError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,20 @@ def check_gguf_file(path: Path) -> Path:
     return path.resolve()
 
 
+def open_gguf(path: Path):
+    """``gguf.GGUFReader`` over ``path``; a file cut short or damaged is a :class:`ModelLoadError` naming
+    it (the reader itself fails with numpy's "cannot reshape array" or struct's "unpack requires")."""
+    import gguf
+
+    try:
+        return gguf.GGUFReader(path)
+    except (ValueError, IndexError, KeyError, struct.error) as exc:
+        raise ModelLoadError(
+            f"GGUF file {path} is truncated or corrupt ({path.stat().st_size} bytes; reading it failed: "
+            f"{exc}); download or export it again"
+        ) from None
+
+
 def import_gguf(
     gguf_file: str | Path,
     out_dir: str | Path,
@@ -48,8 +63,11 @@ def import_gguf(
 
     gguf_path = check_gguf_file(Path(gguf_file))
     out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"output folder {out} is a file; give the name of a new folder")
     if out.exists() and any(out.iterdir()):
         raise ModelLoadError(f"output folder {out} already exists and is not empty; refusing to overwrite it")
+    open_gguf(gguf_path)  # a truncated file fails here, naming it, before any work
     if out.exists():
         out.rmdir()
 
@@ -86,7 +104,7 @@ def set_head_dim(config, gguf_path: Path) -> None:
     """
     import gguf
 
-    fields = gguf.GGUFReader(gguf_path).fields
+    fields = open_gguf(gguf_path).fields
     arch = fields.get(gguf.Keys.General.ARCHITECTURE)
     key_length = arch and fields.get(gguf.Keys.Attention.KEY_LENGTH.format(arch=arch.contents()))
     if key_length and hasattr(config, "head_dim"):
@@ -101,10 +119,9 @@ def read_encoder_settings(gguf_path: Path) -> dict:
     """
     import gguf
 
-    from decoder2vec.export.gguf import POOLING_NAMES
+    from decoder2vec.encoder_config import GGUF_POOLING_NAMES as POOLING_NAMES
 
-    reader = gguf.GGUFReader(gguf_path)
-    fields = reader.fields
+    fields = open_gguf(gguf_path).fields
     arch_field = fields.get(gguf.Keys.General.ARCHITECTURE)
     if arch_field is None:
         return {}
@@ -123,9 +140,9 @@ def write_encoder_settings(folder: Path, settings: dict) -> None:
     """Record ``settings`` in the folder's encoder config, which ``Encoder.from_pretrained`` reads."""
     if not settings:
         return
-    # Named here rather than imported from decoder2vec.encoding.encoder (ENCODER_CONFIG), which
-    # imports this module's importer: the same file name, without an import cycle.
-    (Path(folder) / "decoder2vec_config.json").write_text(json.dumps(settings, indent=2) + "\n")
+    from decoder2vec.encoder_config import ENCODER_CONFIG
+
+    (Path(folder) / ENCODER_CONFIG).write_text(json.dumps(settings, indent=2) + "\n")
 
 
 def fix_special_tokens(tokenizer, config, *, eos_token: str | None, pad_token: str | None) -> None:

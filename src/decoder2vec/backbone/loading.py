@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import socket
 import warnings
 from pathlib import Path
@@ -161,6 +162,13 @@ def load_backbone(
     model_class = AutoModelForCausalLM if with_lm_head else AutoModel
     try:
         model = _quiet_load(model_class, path, kwargs)
+    except pickle.UnpicklingError:
+        # torch's weights-only loader refused objects other than tensors; its message advises turning
+        # the check off, which would let the file run code. One line of our own instead.
+        raise ModelLoadError(
+            f"refusing to load {_pickle_files(path)}: the pickled weights hold objects other than tensors, "
+            "and loading them could run code; use a safetensors copy of the model"
+        ) from None
     except Exception as exc:
         raise ModelLoadError(f"could not load model weights from {path}: {exc}{_cache_hint(path)}") from exc
     model.to(torch_device).eval()
@@ -170,6 +178,15 @@ def load_backbone(
     if verify:
         verify_attention(model, bidirectional, set(tokenizer.all_special_ids))
     return model, tokenizer
+
+
+def _pickle_files(path: str) -> str:
+    """The pickle weight files of a local model folder (for a message), or the path itself."""
+    folder = Path(path)
+    found = (
+        sorted(p for p in folder.glob("*") if p.suffix in (".bin", ".pt", ".pth")) if folder.is_dir() else []
+    )
+    return ", ".join(map(str, found)) or path
 
 
 def _quiet_load(model_class, path: str, kwargs: dict):
@@ -203,3 +220,20 @@ def check_attention(model, tokenizer) -> AttentionCheck:
     from decoder2vec.backbone.bidirectional import is_bidirectional
 
     return verify_attention(model, is_bidirectional(model), set(tokenizer.all_special_ids))
+
+
+def save_backbone(model, tokenizer, folder: Path) -> None:
+    """Write the bare backbone (safetensors, config.json with both attention flags) and the tokenizer
+    (right padding: what sentence-transformers pads with) into ``folder``."""
+    from decoder2vec.backbone.bidirectional import backbone_of, is_bidirectional
+
+    model = backbone_of(model)
+    # Write both flags explicitly (even when is_causal was only implied), so other engines read them too.
+    set_bidirectional(model, is_bidirectional(model))
+    model.save_pretrained(folder, safe_serialization=True)
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "right"
+    try:
+        tokenizer.save_pretrained(folder)
+    finally:
+        tokenizer.padding_side = side

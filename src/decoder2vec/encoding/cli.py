@@ -11,6 +11,7 @@ import typer
 
 from decoder2vec.backbone.default_model import DEFAULT_ENCODER, DEFAULT_MODEL
 from decoder2vec.cli_common import ModelOption, load_encoder, reports_errors
+from decoder2vec.errors import ConfigError
 
 TEXT_FORMATS = ("auto", "text", "jsonl")
 
@@ -64,9 +65,11 @@ def _looks_like_json_object(lines: list[str]) -> bool:
         return False
 
 
-def check_output(path: Path) -> None:
-    """Fail before any work when the output cannot be written."""
+def check_output(path: Path, *, overwrite: bool = False, source: str | None = None) -> None:
+    """Fail before any work when the output cannot be written, already exists (unless ``overwrite``) or
+    is the input file ``source`` (always)."""
     from decoder2vec.errors import InputError
+    from decoder2vec.io import check_new_file
 
     if path.suffix not in (".npy", ".jsonl"):
         raise InputError(f"output {path} must end in .npy or .jsonl")
@@ -74,12 +77,12 @@ def check_output(path: Path) -> None:
         raise InputError(f"output {path} is a folder; give a file name ending in .npy or .jsonl")
     if not path.parent.exists():
         raise InputError(f"the folder of output {path} does not exist")
+    check_new_file(path, overwrite=overwrite, inputs=[source] if source not in (None, "-") else [])
 
 
 def check_encode_options(pooling: str | None, batch_size: int, max_length: int | None) -> None:
     """Settings that need no model, checked before one is loaded."""
     from decoder2vec.encoding.pooling import POOLING_MODES
-    from decoder2vec.errors import ConfigError
 
     if pooling is not None and pooling not in POOLING_MODES:
         raise ConfigError(f"--pooling {pooling!r} is not one of {', '.join(POOLING_MODES)}")
@@ -87,6 +90,16 @@ def check_encode_options(pooling: str | None, batch_size: int, max_length: int |
         raise ConfigError(f"--batch-size must be positive, got {batch_size}")
     if max_length is not None and max_length < 2:
         raise ConfigError(f"--max-length must be at least 2, got {max_length}")
+
+
+def check_output_options(dimensions: int | None, precision: str) -> None:
+    """--dimensions and --precision, before any model loads (the width is checked once it has)."""
+    from decoder2vec.encoder_config import PRECISIONS
+
+    if dimensions is not None and dimensions < 1:
+        raise ConfigError(f"--dimensions must be a positive integer, got {dimensions}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
 
 
 def write_embeddings(path: Path, embeddings, texts: list[str]) -> None:
@@ -100,13 +113,15 @@ def write_embeddings(path: Path, embeddings, texts: list[str]) -> None:
 
     if path.suffix == ".npy":
         buffer = io.BytesIO()
-        np.save(buffer, embeddings.astype(np.float32))
+        np.save(buffer, embeddings, allow_pickle=False)  # float32, or int8/uint8 for compact precisions
         write_file_atomic(path, buffer.getvalue())
     elif path.suffix == ".jsonl":
-        lines = (
-            json.dumps({"text": t, "embedding": [round(float(x), 7) for x in row]})
-            for t, row in zip(texts, embeddings)
+        as_list = (
+            (lambda row: [round(float(x), 7) for x in row])
+            if embeddings.dtype == np.float32
+            else (lambda row: [int(x) for x in row])
         )
+        lines = (json.dumps({"text": t, "embedding": as_list(row)}) for t, row in zip(texts, embeddings))
         write_file_atomic(path, "".join(line + "\n" for line in lines))
     else:
         raise InputError(f"output {path} must end in .npy or .jsonl")
@@ -116,6 +131,9 @@ def write_embeddings(path: Path, embeddings, texts: list[str]) -> None:
 def encode(
     source: Annotated[str, typer.Argument(help="Text file (one per line), JSONL file, or - for stdin.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .npy or .jsonl file.")],
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --out file (never the input).")
+    ] = False,
     model: ModelOption = DEFAULT_ENCODER,
     field: Annotated[str, typer.Option(help="Text field of JSONL records.")] = "text",
     instruction: Annotated[str | None, typer.Option(help="Instruction attended to but not pooled.")] = None,
@@ -126,6 +144,16 @@ def encode(
         int | None, typer.Option(help="Token limit per text (default: the model's setting).")
     ] = None,
     normalize: Annotated[bool, typer.Option(help="L2-normalise the embeddings.")] = False,
+    dimensions: Annotated[
+        int | None,
+        typer.Option(help="Keep the first N dimensions (a Matryoshka prefix; then --normalize applies)."),
+    ] = None,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="float32, int8, uint8 (need the encoder's calibration), binary or ubinary (packed bits)."
+        ),
+    ] = "float32",
     fmt: Annotated[
         str,
         typer.Option(
@@ -134,12 +162,24 @@ def encode(
     ] = "auto",
 ) -> None:
     """Embed texts from a file or stdin and write them as .npy or .jsonl."""
-    check_output(out)
+    check_output(out, overwrite=overwrite, source=source)
     check_encode_options(pooling, batch_size, max_length)
+    check_output_options(dimensions, precision)
     texts = read_texts(source, field, fmt)
     encoder = load_encoder(model, pooling, causal, max_length)
+    try:
+        output = encoder.output_spec(dimensions=dimensions, normalize=normalize, precision=precision)
+    except (TypeError, ValueError) as exc:  # wider than the model, or int8 without calibration
+        raise ConfigError(f"--dimensions/--precision: {exc}") from None
     embeddings = encoder.encode(
-        texts, instruction=instruction, batch_size=batch_size, normalize=normalize, show_progress_bar=True
+        texts,
+        instruction=instruction,
+        batch_size=batch_size,
+        normalize=output.normalize,
+        dimensions=output.dimensions,
+        precision=output.precision,
+        ranges=output.ranges,
+        show_progress_bar=True,
     )
     write_embeddings(out, embeddings, texts)
     typer.echo(f"wrote {len(texts)} embeddings of dimension {embeddings.shape[1]} to {out}")
@@ -178,6 +218,11 @@ def info(
         "layers x hidden": f"{config.num_hidden_layers} x {config.hidden_size}",
         "attention": f"{config._attn_implementation}, {check.describe()}",
         "pooling": encoder.pooling,
+        "embedding width": str(encoder.embedding_dim),
+        "matryoshka dims": ", ".join(map(str, encoder.matryoshka_dimensions or [])) or "none declared",
+        "int8 calibration": f"{len(encoder.calibration)} texts"
+        if encoder.calibration is not None
+        else "none",
         "max_length": str(encoder.max_length),
         "dtype / device": f"{next(encoder.model.parameters()).dtype} / {encoder.device}",
     }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import warnings
 from collections.abc import Iterable
@@ -12,32 +11,40 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from decoder2vec.backbone.bidirectional import backbone_of, is_bidirectional, set_bidirectional
-from decoder2vec.backbone.loading import load_backbone, resolve_model_path
+from decoder2vec.backbone.bidirectional import backbone_of, is_bidirectional
+from decoder2vec.backbone.loading import load_backbone, resolve_model_path, save_backbone
+from decoder2vec.encoder_config import (
+    ENCODER_CONFIG,
+    check_dimensions,
+    check_matryoshka_dimensions,
+    check_pooling_mode,
+    check_precision,
+    default_max_length,
+    is_encoder_file,
+    model_context,
+    read_calibration,
+    read_encoder_config,
+    resolve_settings,
+    write_encoder_files,
+)
+from decoder2vec.encoding.compact import INT8_PRECISIONS, OutputSpec, calibration_ranges, finish
 from decoder2vec.encoding.model import PooledModel, embed
-from decoder2vec.encoding.pooling import check_pooling_mode
-from decoder2vec.encoding.tokenization import SequenceBuilder, TokenizedBatch, expand_instruction
-from decoder2vec.errors import InputError, OutputExistsError
-from decoder2vec.export.sentence_transformers import write_sentence_transformers_files
+from decoder2vec.encoding.tokenization import Sequence, SequenceBuilder, TokenizedBatch, expand_instruction
+from decoder2vec.errors import OutputExistsError
 from decoder2vec.io import check_unicode, replace_entries
 
-ENCODER_CONFIG = "decoder2vec_config.json"
+__all__ = ["CPU_BATCH_TOKENS", "ENCODER_CONFIG", "Encoder", "read_encoder_config"]
+
 # On CPU, activations of a few thousand tokens stay in cache during the memory-bound element-wise
 # ops (norms, RoPE, SiLU), which take ~40% of a forward; bigger batches only add cache misses.
 CPU_BATCH_TOKENS = 1024
-# max_length None: DEFAULT_MAX_LENGTH, capped at the model's context (see default_max_length)
-DEFAULTS = {"pooling": "mean", "max_length": None, "append_eos": False, "bidirectional": True}
-DEFAULT_MAX_LENGTH = 512
-
-
-def model_context(config) -> int | None:
-    """The longest sequence the model was built for (``max_position_embeddings``), if it says."""
-    return getattr(config, "max_position_embeddings", None)
-
-
-def default_max_length(config) -> int:
-    """The token limit an encoder gets when none is set: 512, or the model's context if shorter."""
-    return min(DEFAULT_MAX_LENGTH, model_context(config) or DEFAULT_MAX_LENGTH)
+# Attention cells (padded length squared, times the batch) per forward, on any device: at most one
+# 8,192-token sequence's worth, so raising max_length to a long context never stacks long sequences into
+# one forward (a GPU has no token budget), while short texts still batch freely.
+MAX_ATTENTION_CELLS = 8192 * 8192
+# How many texts ``calibrate`` keeps by default: enough for stable per-dimension min/max (sentence-
+# transformers warns under 100), small enough to ship (1000 x 576 float32 = 2.3 MB).
+CALIBRATION_TEXTS = 1000
 
 
 def check_texts(texts: list) -> None:
@@ -72,18 +79,22 @@ def check_positive_int(name: str, value) -> int:
 
 
 def plan_batches(
-    sorted_lengths: np.ndarray, batch_size: int, max_tokens: int | None
+    sorted_lengths: np.ndarray, batch_size: int, max_tokens: int | None, max_attention: int | None = None
 ) -> list[tuple[int, int]]:
     """Split length-sorted (longest first) sequences into ``[start, stop)`` batches.
 
     A batch holds at most ``batch_size`` texts and, when ``max_tokens`` is set, at most that many
-    padded tokens (its first, longest sequence times its size); a single text always fits.
+    padded tokens (its first, longest sequence times its size), and when ``max_attention`` is set, at
+    most that many attention cells (size times the longest length squared); a single text always fits.
     """
     batches, start, n = [], 0, len(sorted_lengths)
     while start < n:
         size = batch_size
+        longest = max(1, int(sorted_lengths[start]))
         if max_tokens is not None:
-            size = max(1, min(size, max_tokens // int(sorted_lengths[start])))
+            size = max(1, min(size, max_tokens // longest))
+        if max_attention is not None:
+            size = max(1, min(size, max_attention // longest**2))
         batches.append((start, min(start + size, n)))
         start += size
     return batches
@@ -104,6 +115,8 @@ class Encoder:
         max_length: int | None = None,
         append_eos: bool = False,
         max_batch_tokens: int | None = None,
+        matryoshka_dimensions: list[int] | None = None,
+        calibration: np.ndarray | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         # The one pooled module (backbone -> pooling) that encodes here and that training wraps.
@@ -114,6 +127,8 @@ class Encoder:
             max_length = default_max_length(self.model.config)
         self._max_length, self._append_eos = max_length, append_eos
         self._rebuild(max_length, append_eos)
+        self.matryoshka_dimensions = matryoshka_dimensions
+        self.calibration = calibration
 
     # Settings are properties: changing one takes effect at once (the tokenizer plan is rebuilt) and is
     # exactly what save() writes, so a reloaded encoder embeds the same way.
@@ -155,6 +170,37 @@ class Encoder:
     def append_eos(self, value: bool) -> None:
         self._rebuild(self._max_length, value)
 
+    @property
+    def builder(self) -> SequenceBuilder:
+        """How texts (or token ids) become sequences: tokenization, instruction boundary, truncation."""
+        return self._builder
+
+    @property
+    def matryoshka_dimensions(self) -> list[int] | None:
+        """The nested dimensions the encoder was trained for (largest first), or None."""
+        return self._matryoshka
+
+    @matryoshka_dimensions.setter
+    def matryoshka_dimensions(self, dims: list[int] | None) -> None:
+        self._matryoshka = check_matryoshka_dimensions(dims, self.embedding_dim)
+
+    @property
+    def calibration(self) -> np.ndarray | None:
+        """Raw pooled embeddings of a text sample (n, width): the int8 ranges of every output are read
+        from it; set by :meth:`calibrate`, saved with the encoder."""
+        return self._calibration
+
+    @calibration.setter
+    def calibration(self, sample: np.ndarray | None) -> None:
+        if sample is not None:
+            sample = np.asarray(sample, dtype=np.float32)
+            if sample.ndim != 2 or sample.shape[1] != self.embedding_dim or len(sample) < 2:
+                raise ValueError(
+                    f"a calibration sample must be (n >= 2, {self.embedding_dim}) float embeddings, "
+                    f"got shape {sample.shape}"
+                )
+        self._calibration = sample
+
     # ----------------------------------------------------------------- loading
     @classmethod
     def from_pretrained(
@@ -176,14 +222,18 @@ class Encoder:
         (so a saved encoder round-trips), else the defaults: mean pooling, bidirectional, 512 tokens.
         """
         path = resolve_model_path(name_or_path)
-        saved = read_encoder_config(path)
-
-        def pick(key: str, value):
-            return value if value is not None else saved.get(key, DEFAULTS[key])
-
+        settings = resolve_settings(
+            read_encoder_config(path),
+            pooling=pooling,
+            bidirectional=bidirectional,
+            max_length=max_length,
+            append_eos=append_eos,
+            matryoshka_dimensions=None,
+        )
+        calibration = read_calibration(path)  # before the weights: a damaged file fails fast
         model, tokenizer = load_backbone(
             path,
-            bidirectional=pick("bidirectional", bidirectional),
+            bidirectional=settings["bidirectional"],
             adapters=adapters,
             dtype=dtype,
             device=device,
@@ -192,9 +242,11 @@ class Encoder:
         return cls(
             model,
             tokenizer,
-            pooling=pick("pooling", pooling),
-            max_length=pick("max_length", max_length),
-            append_eos=pick("append_eos", append_eos),
+            pooling=settings["pooling"],
+            max_length=settings["max_length"],
+            append_eos=settings["append_eos"],
+            matryoshka_dimensions=settings["matryoshka_dimensions"],
+            calibration=calibration,
         )
 
     # ---------------------------------------------------------------- properties
@@ -233,6 +285,66 @@ class Encoder:
         """Forward + pooling for one batch; autograd is left to the caller (``encode`` runs it under inference mode)."""
         return embed(self.module, batch, self.device)
 
+    # ---------------------------------------------------------------- the embedding core
+    # Every path from sequences to vectors goes through these two methods: ``encode`` and ``embed-corpus``
+    # through embed_sequences, the server (which plans its own batches across requests) through
+    # forward_sequences and then compact.finish, the same output step.
+    def forward_sequences(self, sequences: list[Sequence]) -> torch.Tensor:
+        """One forward: collate -> backbone -> pool; pooled float32 rows on the CPU, in the given order."""
+        batch = self._builder.collate(sequences, self.tokenizer.padding_side)
+        with torch.inference_mode():
+            return self.embed_batch(batch).float().cpu()
+
+    def embed_sequences(
+        self,
+        sequences: list[Sequence],
+        *,
+        batch_size: int = 32,
+        output: OutputSpec | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> np.ndarray:
+        """Built sequences -> output rows in input order: length-sorted batches under the token budget,
+        :meth:`forward_sequences` each, then ``output``'s truncation, normalization and quantization."""
+        output = output or OutputSpec()
+        pooled = np.zeros((len(sequences), self.embedding_dim), dtype=np.float32)
+        lengths = np.array([len(s.ids) for s in sequences])
+        order = np.argsort(-lengths, kind="stable")  # longest first: little padding per batch
+        batches = self.batch_plan(lengths[order], batch_size)
+        if show_progress_bar is None:
+            show_progress_bar = len(batches) > 1 and sys.stderr.isatty()
+        with tqdm(total=len(sequences), desc="Encoding", unit="text", disable=not show_progress_bar) as bar:
+            for start, stop in batches:
+                index = order[start:stop]
+                pooled[index] = self.forward_sequences([sequences[i] for i in index]).numpy()
+                bar.update(len(index))
+        return finish(pooled, output)
+
+    def output_spec(
+        self,
+        *,
+        dimensions: int | None = None,
+        normalize: bool = False,
+        precision: str = "float32",
+        ranges: np.ndarray | None = None,
+    ) -> OutputSpec:
+        """Check the output options and fill in int8 ranges from the calibration sample (see ``encode``)."""
+        dimensions = check_dimensions(dimensions, self.embedding_dim)
+        check_precision(precision)
+        if precision in INT8_PRECISIONS and ranges is None and self.calibration is not None:
+            ranges = calibration_ranges(self.calibration, dimensions, normalize)
+        return OutputSpec(dimensions, bool(normalize), precision, ranges)
+
+    def calibrate(
+        self, texts: Iterable[str], *, instruction: str | list[str] | None = None, batch_size: int = 32
+    ) -> None:
+        """Keep the raw pooled embeddings of ``texts`` (a sample like the data to embed; a few hundred to
+        a thousand) as the calibration sample: int8/uint8 ranges for any ``dimensions`` and ``normalize``
+        are read from it, and ``save`` stores it."""
+        sample = self.encode(list(texts), instruction=instruction, batch_size=batch_size)
+        if sample.ndim != 2 or len(sample) < 2:
+            raise ValueError("calibrate needs at least 2 texts")
+        self.calibration = sample
+
     # ---------------------------------------------------------------- encode
     def encode(
         self,
@@ -241,69 +353,97 @@ class Encoder:
         instruction: str | list[str] | None = None,
         batch_size: int = 32,
         normalize: bool = False,
+        dimensions: int | None = None,
+        precision: str = "float32",
+        ranges: np.ndarray | None = None,
         show_progress_bar: bool | None = None,
         convert_to: str = "numpy",
     ) -> np.ndarray | torch.Tensor:
-        """Embed ``texts`` into float32 vectors, in input order.
+        """Embed ``texts``, in input order.
 
         ``instruction`` (one string, or one per text) is attended to but not pooled. A single string
-        gives a 1-D vector; an empty list gives a ``(0, dim)`` array. Texts longer than ``max_length``
+        gives a 1-D vector; an empty list gives a ``(0, width)`` array. Texts longer than ``max_length``
         are truncated (one warning per call); empty or whitespace-only texts raise ``ValueError``.
-        ``convert_to`` is ``"numpy"`` or ``"torch"``.
+
+        As in sentence-transformers: ``dimensions`` keeps the first N values (``truncate_dim``; meant for
+        the encoder's ``matryoshka_dimensions``), then ``normalize`` makes them unit length, then
+        ``precision`` quantizes: ``float32``, ``int8``/``uint8`` (per-dimension ranges from ``ranges``, a
+        (2, N) min/max array, or else from the sample of :meth:`calibrate`), ``binary``/``ubinary`` (sign
+        bits packed 8 to a byte). ``convert_to`` is ``"numpy"`` or ``"torch"``.
         """
         if convert_to not in ("numpy", "torch"):
             raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
         check_positive_int("batch_size", batch_size)
+        output = self.output_spec(
+            dimensions=dimensions, normalize=normalize, precision=precision, ranges=ranges
+        )
         items, single = as_text_list(texts)
         check_texts(items)
-        embeddings = torch.zeros(len(items), self.embedding_dim, dtype=torch.float32)
-        if items:
-            embeddings = self._encode_sorted(
-                items, expand_instruction(instruction, len(items)), batch_size, show_progress_bar
-            )
-        if normalize:
-            embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
-        if single:
-            embeddings = embeddings[0]
-        return embeddings.numpy() if convert_to == "numpy" else embeddings
-
-    def _encode_sorted(
-        self,
-        texts: list[str],
-        instructions: list[str] | None,
-        batch_size: int,
-        show_progress_bar: bool | None,
-    ) -> torch.Tensor:
-        # Tokenize everything once, up front, then batch by length (longest first) so each batch
-        # carries little padding; results are scattered back into input order.
-        sequences = self._builder.build(texts, instructions)
+        # Tokenize everything once, up front; the core batches by length and returns input order.
+        sequences = self._builder.build(items, expand_instruction(instruction, len(items)))
         truncated = sum(s.truncated for s in sequences)
         if truncated:
             warnings.warn(
-                f"{truncated} of {len(texts)} texts were longer than max_length={self.max_length} tokens and were truncated",
-                stacklevel=3,
+                f"{truncated} of {len(items)} texts were longer than max_length={self.max_length} tokens and were truncated",
+                stacklevel=2,
             )
-        lengths = np.array([len(s.ids) for s in sequences])
-        order = np.argsort(-lengths, kind="stable")
-        batches = plan_batches(lengths[order], batch_size, self._token_budget())
-        out = torch.empty(len(texts), self.embedding_dim, dtype=torch.float32)
-        if show_progress_bar is None:
-            show_progress_bar = len(batches) > 1 and sys.stderr.isatty()
-        with (
-            torch.inference_mode(),
-            tqdm(total=len(texts), desc="Encoding", unit="text", disable=not show_progress_bar) as bar,
-        ):
-            for start, stop in batches:
-                index = order[start:stop]
-                batch = self._builder.collate([sequences[i] for i in index], self.tokenizer.padding_side)
-                out[torch.from_numpy(index)] = self.embed_batch(batch).float().cpu()
-                bar.update(len(index))
-        return out
+        embeddings = self.embed_sequences(
+            sequences, batch_size=batch_size, output=output, show_progress_bar=show_progress_bar
+        )
+        if single:
+            embeddings = embeddings[0]
+        return embeddings if convert_to == "numpy" else torch.from_numpy(embeddings)
 
     def _token_budget(self) -> int | None:
         if self.max_batch_tokens is not None:
             return self.max_batch_tokens
         return CPU_BATCH_TOKENS if self.device.type == "cpu" else None
+
+    def batch_plan(self, sorted_lengths: np.ndarray, batch_size: int) -> list[tuple[int, int]]:
+        """``[start, stop)`` batches of length-sorted (longest first) sequences, under this encoder's
+        padded-token budget and the attention bound (``MAX_ATTENTION_CELLS``); see :func:`plan_batches`."""
+        return plan_batches(sorted_lengths, batch_size, self._token_budget(), MAX_ATTENTION_CELLS)
+
+    def encode_chunks(
+        self,
+        documents: str | Iterable[str],
+        *,
+        chunking: str = "sentences",
+        chunk_size: int = 256,
+        overlap: int = 0,
+        late: bool = True,
+        instruction: str | None = None,
+        max_length: int | None = None,
+        batch_size: int = 32,
+        normalize: bool = False,
+        dimensions: int | None = None,
+        precision: str = "float32",
+        ranges: np.ndarray | None = None,
+        show_progress_bar: bool | None = None,
+    ):
+        """Split each document into chunks and embed every chunk; ``late=True`` (late chunking) pools each
+        chunk's tokens from one forward over the whole document, ``late=False`` embeds each chunk's text
+        alone. Returns, per document, a list of :class:`~decoder2vec.encoding.chunking.Chunk` (``text``,
+        character ``start``/``end``, ``embedding``); a single string gives its one list. ``max_length``
+        bounds one late forward (default: the model's context; longer documents are covered by
+        overlapping windows). See :mod:`decoder2vec.encoding.chunking` for the splitting rules."""
+        from decoder2vec.encoding.chunking import encode_chunks
+
+        return encode_chunks(
+            self,
+            documents,
+            chunking=chunking,
+            chunk_size=chunk_size,
+            overlap=overlap,
+            late=late,
+            instruction=instruction,
+            max_length=max_length,
+            batch_size=batch_size,
+            output=self.output_spec(
+                dimensions=dimensions, normalize=normalize, precision=precision, ranges=ranges
+            ),
+            show_progress_bar=show_progress_bar,
+        )
 
     def encode_queries(
         self, texts: str | Iterable[str], *, instruction: str | list[str] | None = None, **kwargs
@@ -317,12 +457,9 @@ class Encoder:
 
     def similarity(self, a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Cosine similarity matrix between two sets of embeddings."""
-        a = torch.nn.functional.normalize(
-            torch.as_tensor(a, dtype=torch.float32).reshape(-1, self.embedding_dim), dim=-1
-        )
-        b = torch.nn.functional.normalize(
-            torch.as_tensor(b, dtype=torch.float32).reshape(-1, self.embedding_dim), dim=-1
-        )
+        a, b = (torch.as_tensor(x, dtype=torch.float32) for x in (a, b))
+        a = torch.nn.functional.normalize(a.reshape(-1, a.shape[-1]), dim=-1)
+        b = torch.nn.functional.normalize(b.reshape(-1, b.shape[-1]), dim=-1)
         return a @ b.T
 
     # ---------------------------------------------------------------- saving
@@ -346,44 +483,15 @@ class Encoder:
                 raise OutputExistsError(
                     f"{target} already holds a saved encoder; pass overwrite=True to replace it"
                 )
-        return replace_entries(target, self._write, owned=_written_by_save)
+        return replace_entries(target, self._write, owned=is_encoder_file)
 
     def _write(self, folder: Path) -> None:
-        bidirectional = self.bidirectional
-        # Write both flags explicitly (even when is_causal was only implied), so other engines read them too.
-        set_bidirectional(self.model, bidirectional)
-        self.model.save_pretrained(folder, safe_serialization=True)
-        side = self.tokenizer.padding_side
-        self.tokenizer.padding_side = "right"  # what sentence-transformers will pad with
-        try:
-            self.tokenizer.save_pretrained(folder)
-        finally:
-            self.tokenizer.padding_side = side
+        save_backbone(self.model, self.tokenizer, folder)
         settings = {
             "pooling": self.pooling,
             "max_length": self.max_length,
             "append_eos": self.append_eos,
-            "bidirectional": bidirectional,
+            "bidirectional": self.bidirectional,
+            "matryoshka_dimensions": self.matryoshka_dimensions,
         }
-        (folder / ENCODER_CONFIG).write_text(json.dumps(settings, indent=2) + "\n")
-        write_sentence_transformers_files(
-            folder, pooling=self.pooling, max_length=self.max_length, embedding_dim=self.embedding_dim
-        )
-
-
-def _written_by_save(name: str) -> bool:
-    """Files a previous ``save()`` may have left that a new one might not rewrite (e.g. weight shards)."""
-    return name.startswith("model") and name.endswith((".safetensors", ".safetensors.index.json"))
-
-
-def read_encoder_config(path: str | Path) -> dict:
-    """The settings a saved encoder folder records (``decoder2vec_config.json``), or ``{}``."""
-    file = Path(path) / ENCODER_CONFIG
-    if not file.is_file():
-        return {}
-    try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            f"{file} is not valid JSON ({exc}); delete the folder and save or convert it again"
-        ) from exc
+        write_encoder_files(folder, settings, self.embedding_dim, self.calibration)

@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import torch
 
-POOLING_MODES = ("mean", "weighted_mean", "last_token", "bos")
+from decoder2vec.encoder_config import POOLING_MODES, check_pooling_mode
 
-
-def check_pooling_mode(mode: str) -> str:
-    if mode not in POOLING_MODES:
-        raise ValueError(f"unknown pooling mode {mode!r}; choose one of {', '.join(POOLING_MODES)}")
-    return mode
+__all__ = ["POOLING_MODES", "check_pooling_mode", "pool"]
 
 
 def pool(

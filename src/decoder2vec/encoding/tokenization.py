@@ -99,6 +99,14 @@ class SequenceBuilder:
             return stripped, instruction[len(stripped) :] + text
         return stripped, text
 
+    def split_instruction(self, instruction: str | None, text: str) -> tuple[str, str]:
+        """The two strings ``build`` tokenizes separately for ``instruction`` + ``text``: the instruction,
+        and the text, which may start with the instruction's trailing whitespace (moved as the tokenizer
+        would place it; see the module doc). No instruction: ``("", text)``."""
+        if not instruction:
+            return "", text
+        return self._split(instruction, text)
+
     def token_ids(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each text without special tokens (one batched call to the fast tokenizer)."""
         if not texts:
@@ -121,6 +129,29 @@ class SequenceBuilder:
             self._assemble(instruction_ids[piece[0]], ids, instructed=bool(instr))
             for piece, instr, ids in zip(pieces, instructions, text_ids)
         ]
+
+    def build_from_ids(
+        self, token_ids: list[list[int]], instruction: str | None = None, *, vocab_size: int | None = None
+    ) -> list[Sequence]:
+        """Sequences for texts given as token ids *without* special tokens (as the OpenAI API takes them):
+        the prefix/suffix specials and the instruction are added around them, and they are truncated,
+        exactly as a text would be. Raises :class:`~decoder2vec.errors.InputError` naming ``input[i]``."""
+        from decoder2vec.errors import InputError
+
+        for i, ids in enumerate(token_ids):
+            if not ids:
+                raise InputError(f"input[{i}] is an empty list of token ids")
+            if vocab_size is not None:
+                bad = next((t for t in ids if not 0 <= t < vocab_size), None)
+                if bad is not None:
+                    raise InputError(f"input[{i}] holds token id {bad}, outside [0, {vocab_size})")
+        instruction_ids: list[int] = []
+        if instruction:
+            # The text is already tokenized, so the instruction's trailing space cannot fold into its
+            # first token; the instruction is tokenized as it would be split off a text.
+            head, _ = self._split(instruction, "")
+            instruction_ids = self.token_ids([head])[0]
+        return [self._assemble(instruction_ids, list(ids), instructed=bool(instruction)) for ids in token_ids]
 
     def _assemble(self, instruction: list[int], text: list[int], *, instructed: bool) -> Sequence:
         tail = ([self.tokenizer.eos_token_id] if self.append_eos else []) + self.suffix

@@ -33,6 +33,9 @@ CausalOption = Annotated[
 NameOption = Annotated[
     str | None, typer.Option("--name", help="general.name in the file (default: the model's).")
 ]
+OverwriteOption = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an existing --out file (never the model's own file).")
+]
 
 
 @app.command("gguf")
@@ -45,14 +48,16 @@ def gguf_command(
     pooling: PoolingOption = None,
     causal: CausalOption = False,
     name: NameOption = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Export an encoder as a llama.cpp embedding model: bidirectional attention and pooling travel in
     its metadata, so `llama-server --embeddings -m FILE.gguf` serves it with no extra flags."""
     from decoder2vec import Encoder
     from decoder2vec.export.gguf import check_before_loading, check_out_path, check_settings, export_gguf
+    from decoder2vec.io import check_new_file
 
     check_settings(outtype, pooling)  # a bad flag fails before minutes of model loading
-    check_out_path(out)
+    check_new_file(check_out_path(out), overwrite=overwrite, inputs=[model])  # -m x.gguf -o x.gguf
     quiet_transformers()
     check_before_loading(model, outtype, pooling)  # so do the architecture and the saved pooling
     # fp32 on CPU: the exported weights are rounded once, to --outtype, never first to bf16.

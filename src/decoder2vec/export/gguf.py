@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from decoder2vec.encoder_config import GGUF_POOLING_TYPES
 from decoder2vec.errors import ConfigError, ModelLoadError
 from decoder2vec.export.gguf_tokenizer import TokenizerSpec, tokenizer_spec
+from decoder2vec.io import file_mode, fsync_file
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +42,7 @@ NOT_YET = {
     "gemma2": "Gemma 2 needs logit soft-capping, sandwich norms and a SentencePiece tokenizer, not handled yet",
     "gemma3_text": "Gemma 3 needs sliding-window layer patterns, sandwich norms and a SentencePiece tokenizer",
 }
-# decoder2vec pooling -> llama.cpp's enum llama_pooling_type. CLS takes a sequence's first token,
-# which is what "bos" pools (the BOS token when the tokenizer adds one, else the first text token).
-POOLING_TYPES = {"mean": 1, "bos": 2, "last_token": 3}
-POOLING_NAMES = {value: key for key, value in POOLING_TYPES.items()}
+POOLING_TYPES = GGUF_POOLING_TYPES
 # ggml's Q8_0 packs rows in blocks of 32 values (one fp16 scale + 32 int8 each).
 Q8_0_BLOCK = 32
 
@@ -151,7 +150,7 @@ def check_before_loading(model: str, outtype: str, pooling: str | None) -> None:
     from transformers import AutoConfig
 
     from decoder2vec.backbone.loading import resolve_model_path
-    from decoder2vec.encoding.encoder import read_encoder_config
+    from decoder2vec.encoder_config import read_encoder_config
 
     path = resolve_model_path(model)
     if not Path(path).is_dir():
@@ -311,7 +310,8 @@ def export_gguf(
         for key, data in _tensors(encoder, plan):
             writer.write_tensor_data(convert_tensor(data, types[key]))
         writer.close()
-        os.chmod(tmp, 0o644)  # mkstemp makes it private (0600); an exported model is an ordinary file
+        fsync_file(tmp)  # on disk before the rename publishes it
+        os.chmod(tmp, file_mode())  # mkstemp makes it private (0600); the umask decides, as for open()
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)

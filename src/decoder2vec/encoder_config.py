@@ -1,0 +1,233 @@
+"""An encoder's settings and the files that record them, in one low module.
+
+Pooling, token limit, attention mode, Matryoshka dimensions and the output options (``dimensions``,
+``precision``) are checked and resolved here, and a saved encoder's settings are read and written here,
+so backbone, encoding, export, serving and corpus agree on them without importing each other. It needs
+only numpy and the standard library: no torch, no model code.
+
+A saved encoder folder holds, besides the HF model files::
+
+    decoder2vec_config.json            our settings (pooling, max_length, append_eos, bidirectional,
+                                       matryoshka_dimensions)
+    decoder2vec_calibration.npy        raw pooled embeddings of a text sample (int8 ranges), optional
+    modules.json, sentence_bert_config.json, config_sentence_transformers.json, 1_Pooling/config.json
+                                       sentence-transformers' stock Transformer -> Pooling modules
+    config.json                        + "matryoshka_dimensions" (the field vLLM reads)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from decoder2vec.errors import ConfigError, InputError
+from decoder2vec.io import write_file_atomic
+
+ENCODER_CONFIG = "decoder2vec_config.json"
+CALIBRATION_FILE = "decoder2vec_calibration.npy"
+POOLING_MODES = ("mean", "weighted_mean", "last_token", "bos")
+PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
+DEFAULT_MAX_LENGTH = 512
+# max_length None: DEFAULT_MAX_LENGTH, capped at the model's context (see default_max_length)
+DEFAULTS = {
+    "pooling": "mean",
+    "max_length": None,
+    "append_eos": False,
+    "bidirectional": True,
+    "matryoshka_dimensions": None,
+}
+
+
+# ------------------------------------------------------------------ checks
+def check_pooling_mode(mode: str) -> str:
+    if mode not in POOLING_MODES:
+        raise ValueError(f"unknown pooling mode {mode!r}; choose one of {', '.join(POOLING_MODES)}")
+    return mode
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def check_dimensions(dimensions, width: int) -> int | None:
+    """``dimensions`` as an int in ``[1, width]``, or None (the full width)."""
+    if dimensions is None:
+        return None
+    if isinstance(dimensions, bool) or not isinstance(dimensions, int | np.integer):
+        raise TypeError(f"dimensions must be a positive integer, got {dimensions!r}")
+    if not 1 <= dimensions <= width:
+        raise ValueError(
+            f"dimensions={dimensions} is outside [1, {width}], the embedding width of this model"
+        )
+    return int(dimensions)
+
+
+def check_matryoshka_dimensions(dims, width: int) -> list[int] | None:
+    """Distinct positive ints up to ``width``, largest first; None or empty: none declared."""
+    if not dims:
+        return None
+    if not isinstance(dims, list | tuple) or any(
+        isinstance(d, bool) or not isinstance(d, int | np.integer) for d in dims
+    ):
+        raise ConfigError(f"matryoshka dimensions must be a list of integers, got {dims!r}")
+    bad = [int(d) for d in dims if not 1 <= d <= width]
+    if bad or len(set(dims)) != len(dims):
+        raise ConfigError(
+            f"matryoshka dimensions {list(dims)} must be distinct integers in [1, {width}] (the model's width)"
+        )
+    return sorted((int(d) for d in dims), reverse=True)
+
+
+def output_shape(width: int, dimensions: int | None, precision: str) -> tuple[int, np.dtype]:
+    """Columns and dtype of ``encode(dimensions=, precision=)``'s rows (binary packs 8 dims a byte)."""
+    cols = dimensions or width
+    dtype = {
+        "float32": np.float32,
+        "int8": np.int8,
+        "uint8": np.uint8,
+        "binary": np.int8,
+        "ubinary": np.uint8,
+    }
+    if precision in ("binary", "ubinary"):
+        cols = (cols + 7) // 8
+    return cols, np.dtype(dtype[check_precision(precision)])
+
+
+# ------------------------------------------------------------------ the model's own limits
+def model_context(config) -> int | None:
+    """The longest sequence the model was built for (``max_position_embeddings``), if it says."""
+    return getattr(config, "max_position_embeddings", None)
+
+
+def default_max_length(config) -> int:
+    """The token limit an encoder gets when none is set: 512, or the model's context if shorter."""
+    return min(DEFAULT_MAX_LENGTH, model_context(config) or DEFAULT_MAX_LENGTH)
+
+
+# ------------------------------------------------------------------ reading a saved encoder
+def read_encoder_config(path: str | Path) -> dict:
+    """The settings a saved encoder folder records (``decoder2vec_config.json``), or ``{}``."""
+    file = Path(path) / ENCODER_CONFIG
+    if not file.is_file():
+        return {}
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"{file} is not valid JSON ({exc}); delete the folder and save or convert it again"
+        ) from exc
+
+
+def resolve_settings(saved: dict, **given) -> dict:
+    """Each setting: the value given, else the saved one, else the default."""
+    return {key: given[key] if given.get(key) is not None else saved.get(key, DEFAULTS[key]) for key in given}
+
+
+def read_calibration(path: str | Path) -> np.ndarray | None:
+    """The calibration sample a saved encoder holds, or None."""
+    file = Path(path) / CALIBRATION_FILE
+    if not file.is_file():
+        return None
+    try:
+        sample = np.load(file, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{file} is not a readable .npy array ({exc}); save the encoder again") from exc
+    if sample.ndim != 2 or not np.issubdtype(sample.dtype, np.floating):
+        raise InputError(f"{file} must hold a 2-D float array, got {sample.dtype} {sample.shape}")
+    return sample.astype(np.float32)
+
+
+# ------------------------------------------------------------------ writing one
+# Our pooling names -> sentence-transformers' boolean keys. ST's "cls" takes the first real token,
+# which is what our "bos" mode does.
+ST_POOLING_KEYS = {
+    "mean": "pooling_mode_mean_tokens",
+    "weighted_mean": "pooling_mode_weightedmean_tokens",
+    "last_token": "pooling_mode_lasttoken",
+    "bos": "pooling_mode_cls_token",
+}
+_ST_ALL_KEYS = (
+    "pooling_mode_cls_token",
+    "pooling_mode_mean_tokens",
+    "pooling_mode_max_tokens",
+    "pooling_mode_mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens",
+    "pooling_mode_lasttoken",
+)
+# decoder2vec pooling <-> llama.cpp's enum llama_pooling_type (GGUF ``{arch}.pooling_type``). CLS takes a
+# sequence's first token, which is what "bos" pools (the BOS token when the tokenizer adds one).
+GGUF_POOLING_TYPES = {"mean": 1, "bos": 2, "last_token": 3}
+GGUF_POOLING_NAMES = {value: key for key, value in GGUF_POOLING_TYPES.items()}
+ENCODER_FILES = (
+    ENCODER_CONFIG,
+    CALIBRATION_FILE,
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "1_Pooling",
+)
+
+
+def is_encoder_file(name: str) -> bool:
+    """Files a previous save may have left that a new one might not rewrite (weight shards, the
+    calibration sample of an encoder that no longer has one): replaced or removed on overwrite."""
+    weights = name.startswith("model") and name.endswith((".safetensors", ".safetensors.index.json"))
+    return weights or name in ENCODER_FILES
+
+
+def write_encoder_files(
+    folder: Path, settings: dict, embedding_dim: int, calibration: np.ndarray | None = None
+) -> None:
+    """Write our settings, the calibration sample and the sentence-transformers files into ``folder``
+    (which already holds the HF model), and add ``matryoshka_dimensions`` to its config.json.
+
+    ``SentenceTransformer(folder)`` then loads it with its stock modules, no ``trust_remote_code``:
+    bidirectionality travels in config.json (``is_causal: false``), the pooling mode in 1_Pooling/.
+    """
+    folder = Path(folder)
+    settings = {key: settings.get(key, DEFAULTS[key]) for key in DEFAULTS}
+    _dump(folder / ENCODER_CONFIG, settings)
+    if calibration is not None:
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(calibration, dtype=np.float32), allow_pickle=False)
+        write_file_atomic(folder / CALIBRATION_FILE, buffer.getvalue())
+    dims = settings["matryoshka_dimensions"]
+    config_file = folder / "config.json"
+    if config_file.is_file():
+        config = json.loads(config_file.read_text())
+        if dims:
+            config["matryoshka_dimensions"] = dims
+        else:
+            config.pop("matryoshka_dimensions", None)
+        _dump(config_file, config)
+
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    pooling_config = {"word_embedding_dimension": embedding_dim, **{key: False for key in _ST_ALL_KEYS}}
+    pooling_config[ST_POOLING_KEYS[settings["pooling"]]] = True
+    # Instructions (ST "prompts") are attended to but not pooled, as in decoder2vec.
+    pooling_config["include_prompt"] = False
+    (folder / "1_Pooling").mkdir(parents=True, exist_ok=True)
+    _dump(folder / "modules.json", modules)
+    _dump(
+        folder / "sentence_bert_config.json",
+        {"max_seq_length": settings["max_length"], "do_lower_case": False},
+    )
+    st_config = {"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}
+    if dims:
+        # Not read by sentence-transformers itself (it takes truncate_dim= at load); recorded for people
+        # and tools that look, as model cards do.
+        st_config["matryoshka_dimensions"] = dims
+    _dump(folder / "config_sentence_transformers.json", st_config)
+    _dump(folder / "1_Pooling" / "config.json", pooling_config)
+
+
+def _dump(path: Path, value) -> None:
+    write_file_atomic(path, (json.dumps(value, indent=2) + "\n").encode())

@@ -1,0 +1,83 @@
+"""The output step of the embedding core: truncate to ``dimensions``, normalize, quantize to ``precision``.
+
+Semantics are sentence-transformers' (``encode(truncate_dim=, normalize_embeddings=, precision=)`` and
+``quantize_embeddings``), so vectors and indexes are interchangeable with what its users already have:
+
+- truncation keeps the first ``dimensions`` values (a Matryoshka prefix), *then* normalization;
+- ``int8`` / ``uint8``: per dimension, ``[min, max]`` of a calibration sample is cut into 255 steps,
+  ``floor((x - min) / step)`` clipped to ``[0, 255]`` (minus 128 for int8);
+- ``binary`` / ``ubinary``: the sign bit of each value (``x > 0``), packed 8 to a byte, big-endian
+  within the byte (``np.packbits``), minus 128 for ``binary``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from decoder2vec.encoder_config import check_precision
+
+INT8_PRECISIONS = ("int8", "uint8")
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """What to make of pooled float vectors. ``ranges`` (2, dimensions): per-dimension min and max for
+    the int8 precisions, as ``quantize_embeddings`` takes them."""
+
+    dimensions: int | None = None
+    normalize: bool = False
+    precision: str = "float32"
+    ranges: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        check_precision(self.precision)
+        if self.precision in INT8_PRECISIONS and self.ranges is None:
+            raise ValueError(
+                f"precision={self.precision!r} needs calibration ranges: call encoder.calibrate(sample_texts) "
+                "once (the sample is saved with the encoder), or pass ranges= (a (2, dimensions) array of "
+                "per-dimension min and max)"
+            )
+
+
+def truncate_normalize(rows: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
+    """The first ``dimensions`` columns of float rows, then (optionally) unit length; float32."""
+    rows = np.asarray(rows, dtype=np.float32)
+    if dimensions is not None:
+        rows = rows[..., :dimensions]
+    if normalize:
+        norms = np.linalg.norm(rows, axis=-1, keepdims=True)
+        rows = rows / np.maximum(norms, 1e-12)
+    return np.ascontiguousarray(rows, dtype=np.float32)
+
+
+def calibration_ranges(sample: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
+    """(2, d) per-dimension min and max of a calibration sample seen as ``encode`` would output it."""
+    seen = truncate_normalize(sample, dimensions, normalize)
+    return np.vstack([seen.min(axis=0), seen.max(axis=0)])
+
+
+def quantize(rows: np.ndarray, precision: str, ranges: np.ndarray | None = None) -> np.ndarray:
+    """Float rows -> ``precision`` (see the module doc); float32 is returned as is."""
+    check_precision(precision)
+    if precision == "float32":
+        return rows
+    if precision in INT8_PRECISIONS:
+        if ranges is None:
+            raise ValueError(f"precision={precision!r} needs ranges")
+        ranges = np.asarray(ranges, dtype=np.float32)
+        if ranges.shape != (2, rows.shape[-1]):
+            raise ValueError(f"ranges must have shape (2, {rows.shape[-1]}), got {ranges.shape}")
+        start = ranges[0]
+        step = (ranges[1] - start) / 255
+        step = np.where(step == 0, 1, step)  # a constant dimension: everything in the first bucket
+        levels = np.clip(np.floor((rows - start) / step), 0, 255)
+        return levels.astype(np.uint8) if precision == "uint8" else (levels - 128).astype(np.int8)
+    bits = np.packbits(rows > 0, axis=-1)
+    return bits if precision == "ubinary" else (bits.astype(np.int16) - 128).astype(np.int8)
+
+
+def finish(rows: np.ndarray, spec: OutputSpec) -> np.ndarray:
+    """Pooled float rows -> the output ``spec`` asks for (truncate, normalize, quantize)."""
+    return quantize(truncate_normalize(rows, spec.dimensions, spec.normalize), spec.precision, spec.ranges)
