@@ -86,15 +86,14 @@ async def drive(url: str, requests: list[list[str]], clients: int) -> tuple[floa
 def forward_costs(encoder, repeats: int = 3) -> dict:
     """Least-squares fit of a forward's time as overhead + per-padded-token cost (best of ``repeats``)."""
     from decoder2vec.encoding.tokenization import Sequence
-    from decoder2vec.serving.worker import embed_sequences
 
-    ids = encoder._builder.build(["a few words of text " * 20])[0].ids
+    ids = encoder.builder.build(["a few words of text " * 20])[0].ids
     shapes = [(1, 1), (1, 8), (1, 16), (4, 8), (8, 8), (16, 8), (8, 32), (32, 8), (32, 16), (64, 16)]
     rows = []
     for n, length in shapes:
         batch = [Sequence(ids[:length], 0, False) for _ in range(n)]
-        embed_sequences(encoder, batch)
-        best = min(timed(partial(embed_sequences, encoder, batch))[0] for _ in range(repeats))
+        encoder.forward_sequences(batch)
+        best = min(timed(partial(encoder.forward_sequences, batch))[0] for _ in range(repeats))
         rows.append((n * length, best))
         print(f"{n:>4} x {length:<3} {1000 * best:8.1f} ms")
     tokens, seconds = np.array(rows).T
@@ -138,7 +137,7 @@ def main() -> None:
         return
     texts = sts_sentences(args.texts)
     encoder = Encoder.from_pretrained(args.model)
-    tokens = sum(len(s.ids) for s in encoder._builder.build(texts))
+    tokens = sum(len(s.ids) for s in encoder.builder.build(texts))
     encoder.encode(texts[:8])  # warm-up
 
     def offline() -> float:

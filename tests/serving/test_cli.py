@@ -122,3 +122,30 @@ def test_missing_extra_is_one_clear_line_and_the_cli_still_imports(monkeypatch):
     result = CliRunner().invoke(app, ["serve", "--model", "anything"])
     assert result.exit_code == 1
     assert "pip install 'decoder2vec[serve]'" in result.output and "Traceback" not in result.output
+
+
+def test_serving_beyond_loopback_without_a_key_warns(monkeypatch):
+    """Nothing is bound here (uvicorn's run is replaced): only what the command says before serving."""
+    import uvicorn
+
+    from decoder2vec.serving.settings import exposure_warning
+
+    monkeypatch.delenv("DECODER2VEC_API_KEY", raising=False)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
+    result = runner.invoke(app, ["serve", "--model", "m", "--host", "0.0.0.0"])
+    assert result.exit_code == 0, result.output
+    assert "warning: serving on 0.0.0.0 without an API key" in result.stderr and "--api-key" in result.stderr
+    for args in (["--host", "0.0.0.0", "--api-key", "k"], ["--host", "127.0.0.1"], []):
+        result = runner.invoke(app, ["serve", "--model", "m", *args])
+        assert result.exit_code == 0 and "warning" not in result.output, args
+    for host in ("::", "192.168.1.5", "my-host.example", "[::]"):
+        assert exposure_warning(host, None) is not None, host
+    for host in ("localhost", "127.0.0.2", "::1", "[::1]"):
+        assert exposure_warning(host, None) is None, host
+
+
+def test_body_timeout_must_be_positive():
+    result = runner.invoke(app, ["serve", "--body-timeout", "0"])
+    assert (
+        result.exit_code == 1 and "error: body_timeout must be a positive number of seconds" in result.output
+    )

@@ -41,7 +41,7 @@ def test_openai_client_gets_encode_embeddings(server, encoder, options):
     assert [d.index for d in result.data] == list(range(len(SENTENCES)))
     np.testing.assert_allclose(np.array([d.embedding for d in result.data]), expected, atol=1e-5)
     assert result.model == "tiny-llama" and result.object == "list"
-    tokens = sum(len(s.ids) for s in encoder._builder.build(SENTENCES))
+    tokens = sum(len(s.ids) for s in encoder.builder.build(SENTENCES))
     assert result.usage.prompt_tokens == result.usage.total_tokens == tokens
 
 
@@ -52,7 +52,8 @@ def test_base64_is_little_endian_float32_and_single_string(server, encoder):
     )
     assert response.status_code == 200
     vector = np.frombuffer(base64.b64decode(response.json()["data"][0]["embedding"]), dtype="<f4")
-    np.testing.assert_allclose(vector, encoder.encode(SENTENCES[0]), atol=1e-5)
+    # OpenAI semantics: with `dimensions` the vector is (truncated and) normalized
+    np.testing.assert_allclose(vector, encoder.encode(SENTENCES[0], normalize=True), atol=1e-5)
 
 
 def test_instruction_and_token_ids(server, encoder):
@@ -62,7 +63,7 @@ def test_instruction_and_token_ids(server, encoder):
     expected = encoder.encode(SENTENCES[:3], instruction=instruction)
     np.testing.assert_allclose(np.array([d.embedding for d in result.data]), expected, atol=1e-5)
     # Token ids are the text's ids without special tokens; BOS is added as for a text.
-    ids = encoder._builder.token_ids(SENTENCES[:2])
+    ids = encoder.builder.token_ids(SENTENCES[:2])
     result = client.embeddings.create(input=ids, model="m")
     np.testing.assert_allclose(
         np.array([d.embedding for d in result.data]), encoder.encode(SENTENCES[:2]), atol=1e-5
@@ -139,7 +140,7 @@ LONG = "the " * 400  # ~800 tokens, over the tiny model's 512
         ({"input": []}, API_KEY, 422, "empty list"),
         ({"input": "hi", "encoding_format": "int8"}, API_KEY, 422, "encoding_format"),
         ({"input": LONG, "truncate": False}, API_KEY, 422, "longer than the maximum"),
-        ({"input": "hi", "dimensions": 8}, API_KEY, 400, "dimensions=8"),
+        ({"input": "hi", "dimensions": 64}, API_KEY, 422, "dimensions=64 is outside [1, 32]"),
         ({"input": ["x"] * 17}, API_KEY, 413, "17 inputs exceed the maximum of 16"),
         ({"input": "x" * 30_000}, API_KEY, 413, "exceeds 20000 bytes"),
     ],
@@ -154,7 +155,7 @@ def test_errors_have_the_openai_shape(server, body, key, status, message):
 def test_truncation_is_on_by_default_and_usage_counts_embedded_tokens(server, encoder):
     response = post(server, {"input": [LONG, "hi"]})
     assert response.status_code == 200
-    sequences = encoder._builder.build([LONG, "hi"])
+    sequences = encoder.builder.build([LONG, "hi"])
     assert sequences[0].truncated and response.json()["usage"]["prompt_tokens"] == sum(
         len(s.ids) for s in sequences
     )
@@ -226,10 +227,10 @@ def test_queue_full_is_429_and_a_departed_client_costs_no_forward(encoder):
         def __getattr__(self, name):
             return getattr(encoder, name)
 
-        def embed_batch(self, batch):
+        def forward_sequences(self, sequences):
             gate.wait(30)
-            embedded.append(batch.input_ids.shape[0])
-            return encoder.embed_batch(batch)
+            embedded.append(len(sequences))
+            return encoder.forward_sequences(sequences)
 
     settings = ServeSettings(model="m", max_client_batch_size=4, max_queue=4)
     with (
@@ -259,3 +260,43 @@ def test_queue_full_is_429_and_a_departed_client_costs_no_forward(encoder):
         time.sleep(0.2)
         assert embedded == [3]  # the departed client's text never reached the model
         assert metric_values(url)[("decoder2vec_skipped_texts_total", ())] == 1
+
+
+def test_deeply_nested_json_is_a_422_not_a_500(server):
+    deep = 9000  # past the JSON parser's recursion limit, within the 20000-byte payload limit
+    for body in (b"[" * deep + b"]" * deep, b'{"input": "hi", "user": ' + b"[" * deep + b"]" * deep + b"}"):
+        response = post(server, body)
+        assert response.status_code == 422, response.text
+        message = response.json()["error"]["message"]
+        assert "too deeply" in message and "internal" not in message and "Traceback" not in message
+
+
+@pytest.mark.parametrize("sent", [b"", b'{"input": ["a stalled'], ids=["no-body", "part-of-the-body"])
+def test_a_stalled_body_is_answered_408_within_the_timeout(encoder, sent):
+    """A client that sends headers with Content-Length, then (part of) no body, does not hold the
+    connection: the server answers 408 once --body-timeout has passed."""
+    import socket
+    from urllib.parse import urlsplit
+
+    settings = ServeSettings(model="m", body_timeout=1.0)
+    with running_server(create_app(settings, loader=lambda s: encoder)) as url:
+        with httpx.Client(base_url=url) as client:
+            wait_ready(client)
+        parts = urlsplit(url)
+        with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+            head = (
+                "POST /v1/embeddings HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                "Content-Length: 1000\r\n\r\n"
+            )
+            sock.sendall(head.encode() + sent)
+            start = time.monotonic()
+            received = b""
+            while b"\r\n\r\n" not in received or not received.rstrip().endswith(b"}"):
+                chunk = sock.recv(65536)  # raises socket.timeout (a failure) if nothing comes in 10 s
+                if not chunk:
+                    break
+                received += chunk
+            waited = time.monotonic() - start
+    assert received.startswith(b"HTTP/1.1 408"), received
+    assert b"did not arrive within 1 s" in received and b'"code":"body_timeout"' in received
+    assert 0.8 < waited < 5

@@ -22,9 +22,11 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from decoder2vec.encoding.compact import finish
 from decoder2vec.encoding.encoder import Encoder
+from decoder2vec.errors import Decoder2VecError, InputError
 from decoder2vec.serving.batcher import DynamicBatcher, QueueFullError, ShuttingDownError
-from decoder2vec.serving.inputs import build_sequences
+from decoder2vec.serving.inputs import build_sequences, output_specs
 from decoder2vec.serving.metrics import ServerMetrics
 from decoder2vec.serving.protocol import APIError, parse_request, render_embeddings, validation_error
 from decoder2vec.serving.settings import ServeSettings
@@ -154,6 +156,13 @@ def create_app(
     async def models(request: Request) -> JSONResponse:
         check_key(request, settings.api_key)
         card = {"id": settings.model_name, "object": "model", "created": created, "owned_by": "decoder2vec"}
+        if runtime.model is not None:  # what `dimensions` can ask for (vLLM's field names)
+            info = runtime.model.info
+            card["dimensions"] = info.embedding_dim
+            card["matryoshka_dimensions"] = info.matryoshka_dimensions
+            card["embedding_types"] = ["float", "binary", "ubinary"] + (
+                ["int8", "uint8"] if info.calibration is not None else []
+            )
         return JSONResponse({"object": "list", "data": [card]})
 
     @app.post("/v1/embeddings")
@@ -169,13 +178,7 @@ def create_app(
                 param="input",
                 code="too_many_inputs",
             )
-        if body.dimensions is not None and body.dimensions != info.embedding_dim:
-            raise APIError(
-                400,
-                f"dimensions={body.dimensions} is not supported: this model gives {info.embedding_dim}-"
-                "dimensional embeddings and declares no Matryoshka dimensions",
-                param="dimensions",
-            )
+        specs = output_specs(info.embedding_dim, body.dimensions, body.embedding_types, info.calibration)
         sequences = await asyncio.get_running_loop().run_in_executor(
             runtime.tokenize_executor,
             lambda: build_sequences(
@@ -195,9 +198,13 @@ def create_app(
         if rows is None:
             return Response(status_code=499)  # nobody reads it; the code only shows in logs and metrics
         tokens = sum(len(s.ids) for s in sequences)
+        pooled = rows.numpy()
+        outputs = {kind: finish(pooled, spec) for kind, spec in specs.items()}
+        if body.embedding_types is None:
+            outputs = outputs["float"]  # the OpenAI shape
         # Rendering thousands of floats as JSON takes a while; keep it off the event loop.
         content = await asyncio.to_thread(
-            render_embeddings, rows.numpy(), body.encoding_format, settings.model_name, tokens
+            render_embeddings, outputs, body.encoding_format, settings.model_name, tokens
         )
         return Response(content, media_type="application/json")
 
@@ -215,17 +222,29 @@ def check_key(request: Request, api_key: str | None) -> None:
         )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 past ``limit`` bytes (declared length first, then as it streams)."""
+async def read_body(request: Request, limit: int, timeout: float | None = None) -> bytes:
+    """The body, refused with 413 past ``limit`` bytes (declared length first, then as it streams), and
+    with 408 unless all of it arrives within ``timeout`` seconds (default: the app's ``body_timeout``),
+    so a client that stalls mid-body cannot hold its connection forever."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
+    if timeout is None:
+        timeout = request.app.state.runtime.settings.body_timeout
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise APIError(
+            408,
+            f"the request body did not arrive within {timeout:g} s ({size} bytes received)",
+            code="body_timeout",
+        ) from None
     return b"".join(chunks)
 
 
@@ -260,6 +279,16 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status)
+
+    # The one place the library's own errors become HTTP: bad input is the client's (422), anything
+    # else decoder2vec raises on purpose is the server's (a model that cannot serve: 500).
+    @app.exception_handler(Decoder2VecError)
+    async def library_error(request: Request, exc: Decoder2VecError) -> JSONResponse:
+        if isinstance(exc, InputError):
+            error = APIError(422, str(exc), param=exc.param, code=exc.code)
+        else:
+            error = APIError(500, str(exc), type="server_error")
+        return JSONResponse(error.body(), status_code=error.status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:

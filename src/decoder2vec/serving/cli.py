@@ -8,7 +8,12 @@ import typer
 from decoder2vec.backbone.default_model import DEFAULT_ENCODER
 from decoder2vec.cli_common import ModelOption, quiet_transformers, reports_errors
 from decoder2vec.errors import Decoder2VecError, ModelLoadError
-from decoder2vec.serving.settings import DEFAULT_PAYLOAD_BYTES, ServeSettings
+from decoder2vec.serving.settings import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_PAYLOAD_BYTES,
+    ServeSettings,
+    exposure_warning,
+)
 
 # Seconds uvicorn waits for in-flight requests after SIGTERM before cancelling them.
 DRAIN_SECONDS = 60
@@ -38,6 +43,9 @@ def serve(
     max_payload_bytes: Annotated[
         int, typer.Option(help="Largest request body (else 413).")
     ] = DEFAULT_PAYLOAD_BYTES,
+    body_timeout: Annotated[
+        float, typer.Option(help="Seconds to receive a request's body once its headers are in (else 408).")
+    ] = DEFAULT_BODY_TIMEOUT,
     served_model_name: Annotated[
         str | None, typer.Option(help="The model id the API reports (default: --model).")
     ] = None,
@@ -70,9 +78,13 @@ def serve(
         max_queue=max_queue,
         max_length=max_length,
         max_payload_bytes=max_payload_bytes,
+        body_timeout=body_timeout,
         served_model_name=served_model_name,
         model_process=model_process,
     )
+    warning = exposure_warning(host, api_key)
+    if warning is not None:
+        typer.echo(f"warning: {warning}", err=True)
     quiet_transformers()
     failure: list[BaseException] = []
     server: uvicorn.Server | None = None

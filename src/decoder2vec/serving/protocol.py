@@ -45,6 +45,9 @@ class EmbeddingRequest(BaseModel):
     model: StrictStr | None = None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: StrictInt | None = None
+    # Cohere's convention for compact vectors (also in TEI-style clients): one or more of float, int8,
+    # uint8, binary, ubinary; each item then carries them all under "embeddings" (see render_embeddings).
+    embedding_types: list[StrictStr] | None = None
     user: StrictStr | None = None
     # decoder2vec extensions: an instruction attended to but not pooled, and TEI's truncate switch.
     instruction: StrictStr | None = None
@@ -65,6 +68,8 @@ def parse_request(body: bytes) -> EmbeddingRequest:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise APIError(422, f"the body is not valid JSON: {exc}") from None
+    except RecursionError:  # the parser recurses once per nesting level
+        raise APIError(422, "the body nests JSON arrays or objects too deeply to parse") from None
     if not isinstance(data, dict):
         raise APIError(422, "the body must be a JSON object")
     if "input" in data:
@@ -118,16 +123,40 @@ def validation_error(errors: list[dict] | tuple) -> APIError:
     return APIError(422, f"{where}: {first.get('msg', 'invalid value')}", param=param)
 
 
-def render_embeddings(rows: np.ndarray, encoding_format: str, model: str, prompt_tokens: int) -> bytes:
-    """The response body; rows are float32 and base64 is little-endian float32, as the OpenAI client reads it."""
-    rows = np.ascontiguousarray(rows, dtype="<f4")
+def _vectors(rows: np.ndarray, encoding_format: str) -> list:
+    """Rows as JSON lists (float32 values as Python floats round-trip exactly; ints stay ints), or base64 of
+    their little-endian bytes (float32 as the OpenAI client reads it; int8/uint8 one byte a value)."""
+    if rows.dtype == np.float32:
+        rows = np.ascontiguousarray(rows, dtype="<f4")
     if encoding_format == "base64":
-        vectors = [base64.b64encode(row.tobytes()).decode("ascii") for row in rows]
+        return [base64.b64encode(np.ascontiguousarray(row).tobytes()).decode("ascii") for row in rows]
+    return rows.tolist()
+
+
+def render_embeddings(
+    rows: np.ndarray | dict[str, np.ndarray], encoding_format: str, model: str, prompt_tokens: int
+) -> bytes:
+    """The response body. ``rows`` is one float32 array (OpenAI's shape), or, for ``embedding_types``, a
+    mapping type -> array: then each item's ``embedding`` is the first type's vector (so OpenAI clients
+    still read it) and ``embeddings`` holds every type's, keyed by type as Cohere's API does."""
+    if isinstance(rows, dict):
+        per_type = {kind: _vectors(array, encoding_format) for kind, array in rows.items()}
+        first = next(iter(per_type.values()))
+        data = [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": first[i],
+                "embeddings": {kind: vectors[i] for kind, vectors in per_type.items()},
+            }
+            for i in range(len(first))
+        ]
     else:
-        vectors = rows.tolist()  # float32 values as Python floats: they round-trip exactly
+        vectors = _vectors(np.asarray(rows, dtype=np.float32), encoding_format)
+        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
     payload = {
         "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+        "data": data,
         "model": model,
         "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
     }

@@ -9,6 +9,9 @@ from decoder2vec.errors import ConfigError
 
 # TEI's default request size limit.
 DEFAULT_PAYLOAD_BYTES = 2_000_000
+# Seconds a client has to send the whole request body once its headers are in (else 408): a client that
+# stalls mid-body would otherwise hold its connection, and a slot of the server, forever.
+DEFAULT_BODY_TIMEOUT = 30.0
 # Padded tokens per forward on accelerators (as TEI's default --max-batch-tokens); CPU uses the
 # encoder's own cache-friendly budget.
 ACCELERATOR_BATCH_TOKENS = 16384
@@ -32,6 +35,7 @@ class ServeSettings:
     max_queue: int = 8192
     max_length: int | None = None
     max_payload_bytes: int = DEFAULT_PAYLOAD_BYTES
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
     served_model_name: str | None = None
     # Run the model in a child process (its own GIL) instead of a thread of the server.
     model_process: bool = False
@@ -51,8 +55,32 @@ class ServeSettings:
             )
         if self.api_key is not None and not self.api_key:
             raise ConfigError("the API key is empty; leave it unset to serve without one")
+        if not self.body_timeout > 0:  # also refuses NaN
+            raise ConfigError(f"body_timeout must be a positive number of seconds, got {self.body_timeout}")
 
     @property
     def model_name(self) -> str:
         """The ``model`` id the API reports."""
         return self.served_model_name or self.model
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` only admits clients of this machine (``localhost``, ``127.x``, ``::1``)."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    """The warning for serving beyond this machine without an API key, or None."""
+    if api_key is not None or is_loopback(host):
+        return None
+    return (
+        f"serving on {host} without an API key: anyone who can reach this port can use the model. "
+        "Set --api-key (or DECODER2VEC_API_KEY), or bind 127.0.0.1 behind a proxy that authenticates"
+    )

@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import torch
 
 from decoder2vec.encoding.encoder import CPU_BATCH_TOKENS, Encoder
@@ -39,6 +40,8 @@ class ModelInfo:
     max_batch_tokens: int
     forward_overhead_tokens: int
     description: str
+    matryoshka_dimensions: list[int] | None = None
+    calibration: np.ndarray | None = None  # raw pooled embeddings of a text sample: int8 ranges
 
 
 class ServedModel(Protocol):
@@ -68,7 +71,7 @@ def describe(encoder: Encoder, settings: ServeSettings) -> ModelInfo:
     if budget is None:
         budget = CPU_BATCH_TOKENS if on_cpu else ACCELERATOR_BATCH_TOKENS
     return ModelInfo(
-        builder=encoder._builder,
+        builder=encoder.builder,
         embedding_dim=encoder.embedding_dim,
         vocab_size=encoder.model.get_input_embeddings().num_embeddings,
         max_batch_tokens=budget,
@@ -76,14 +79,9 @@ def describe(encoder: Encoder, settings: ServeSettings) -> ModelInfo:
         if on_cpu
         else ACCELERATOR_FORWARD_OVERHEAD_TOKENS,
         description=repr(encoder),
+        matryoshka_dimensions=encoder.matryoshka_dimensions,
+        calibration=encoder.calibration,
     )
-
-
-def embed_sequences(encoder: Encoder, sequences: list[Sequence]) -> torch.Tensor:
-    """Collate and embed one batch exactly as ``Encoder.encode`` does; float32 rows on the CPU."""
-    batch = encoder._builder.collate(sequences, encoder.tokenizer.padding_side)
-    with torch.inference_mode():
-        return encoder.embed_batch(batch).float().cpu()
 
 
 class InProcessModel:
@@ -98,7 +96,7 @@ class InProcessModel:
         return True
 
     def embed(self, sequences: list[Sequence]) -> torch.Tensor:
-        return embed_sequences(self.encoder, sequences)
+        return self.encoder.forward_sequences(sequences)
 
     def close(self) -> None:
         pass
@@ -176,7 +174,7 @@ def _child_main(conn, settings: ServeSettings) -> None:
         if sequences is None:
             return
         try:
-            conn.send(("rows", embed_sequences(encoder, sequences).numpy()))
+            conn.send(("rows", encoder.forward_sequences(sequences).numpy()))
         except Exception as exc:  # noqa: BLE001 - a failed forward fails its requests, not the child
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
