@@ -8,6 +8,7 @@ import torch
 from decoder2vec.training.losses import (
     false_negative_mask,
     hard_negative_loss,
+    matryoshka_loss,
     simcse_loss,
 )
 from decoder2vec.training.masking import IGNORE_INDEX
@@ -107,3 +108,39 @@ def test_false_negative_filtering_matches_loop():
     assert math.isclose(got, expected, rel_tol=1e-5)
     unfiltered = hard_negative_loss(torch.tensor(q), torch.tensor(p), torch.tensor(n), temperature=t).item()
     assert abs(unfiltered - expected) > 1e-4
+
+
+def simcse_by_loop(a, b, t):
+    total = 0.0
+    for i in range(len(a)):
+        row = [cosine(a[i], b[j]) / t for j in range(len(b))]
+        total += -log_softmax_row(row)[i]
+    return total / len(a)
+
+
+def test_matryoshka_loss_is_the_sum_over_normalized_prefixes():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(6, 12)), rng.normal(size=(6, 12))
+    dims, weights, t = [12, 8, 3], [1.0, 0.5, 2.0], 0.05
+    # by hand: SimCSE on each prefix (cosine normalizes the prefix itself), weighted and summed
+    expected = sum(w * simcse_by_loop(a[:, :d], b[:, :d], t) for d, w in zip(dims, weights))
+    fn = lambda x, y: simcse_loss(x, y, temperature=t)
+    got = matryoshka_loss(fn, (torch.tensor(a), torch.tensor(b)), dims, weights).item()
+    assert math.isclose(got, expected, rel_tol=1e-5)
+    unweighted = sum(simcse_by_loop(a[:, :d], b[:, :d], t) for d in dims)
+    assert math.isclose(
+        matryoshka_loss(fn, (torch.tensor(a), torch.tensor(b)), dims).item(), unweighted, rel_tol=1e-5
+    )
+    # no dimensions: the plain loss on the full vectors
+    assert math.isclose(
+        matryoshka_loss(fn, (torch.tensor(a), torch.tensor(b)), []).item(),
+        simcse_by_loop(a, b, t),
+        rel_tol=1e-5,
+    )
+
+
+def test_matryoshka_gradient_reaches_only_through_prefixes():
+    a = torch.randn(4, 10, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, 10, dtype=torch.float64)
+    matryoshka_loss(lambda x, y: simcse_loss(x, y, 0.05), (a, b), [4, 2]).backward()
+    assert a.grad[:, 4:].abs().max() == 0 and a.grad[:, :4].abs().max() > 0

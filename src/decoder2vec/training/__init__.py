@@ -1,11 +1,14 @@
-"""Training: MNTP, unsupervised SimCSE and supervised contrastive learning (LLM2Vec stages 2 and 3).
+"""Training: MNTP, unsupervised SimCSE and supervised contrastive learning (LLM2Vec stages 2 and 3), and
+distillation into smaller students.
 
 Components (math, data, loop) live in this package's modules; the stage recipes that wire them to a
-backbone live in ``decoder2vec.training.recipes``.
+backbone live in ``decoder2vec.training.recipes``; ``config.STAGES`` lists the stages (``run_<stage>`` here).
 """
 
 from decoder2vec.training.config import (
+    STAGES,
     ContrastiveConfig,
+    DistillConfig,
     LoraSettings,
     MNTPConfig,
     PipelineConfig,
@@ -23,9 +26,11 @@ from decoder2vec.training.errors import (
 )
 
 __all__ = [
+    "STAGES",
     "BatchSizeError",
     "ContrastiveConfig",
     "CorpusError",
+    "DistillConfig",
     "LoraSettings",
     "MNTPConfig",
     "MissingColumnError",
@@ -37,21 +42,19 @@ __all__ = [
     "SupervisedConfig",
     "TrainingError",
     "convert",
-    "run_mntp",
-    "run_simcse",
-    "run_supervised",
 ]
+__all__ += [f"run_{name}" for name in STAGES]  # (loaded on first use, below)
 
 
 def __getattr__(name: str):
     # The recipes import torch, peft and transformers: load them on first use, not with the package.
-    if name in ("convert", "run_mntp", "run_simcse", "run_supervised"):
-        from decoder2vec.training.recipes import mntp, pipeline, simcse, supervised
+    if name == "convert":
+        from decoder2vec.training.recipes.pipeline import convert
 
-        return {
-            "convert": pipeline.convert,
-            "run_mntp": mntp.run_mntp,
-            "run_simcse": simcse.run_simcse,
-            "run_supervised": supervised.run_supervised,
-        }[name]
+        return convert
+    if name.startswith("run_") and name[4:] in STAGES:
+        import importlib
+
+        module, _, function = STAGES[name[4:]].runner.partition(":")
+        return getattr(importlib.import_module(module), function)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

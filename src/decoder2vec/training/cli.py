@@ -1,5 +1,7 @@
-"""``decoder2vec train mntp|simcse|supervised`` (the ``train_app`` group) and ``decoder2vec convert``.
+"""``decoder2vec train <stage>`` (the ``train_app`` group) and ``decoder2vec convert``.
 
+Both are built from the stage registry (``config.STAGES``): one ``train`` command per stage, with the flags
+every stage has plus its own, and ``convert``'s ``--<stage>-steps`` / ``--<stage>-data`` per stage.
 Flags override the recipe file (``--config``), which overrides the paper defaults in ``config.py``.
 All commands run unchanged under ``accelerate launch`` / ``torchrun`` (DDP).
 """
@@ -7,20 +9,14 @@ All commands run unchanged under ``accelerate launch`` / ``torchrun`` (DDP).
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from decoder2vec.training.config import (
-    MNTPConfig,
-    SimCSEConfig,
-    SupervisedConfig,
-    apply_overrides,
-    load_pipeline,
-    load_stage,
-)
+from decoder2vec.training.config import STAGES, StageSpec, apply_overrides, load_pipeline, load_stage
 
 ConfigOpt = Annotated[
     str | None,
@@ -28,31 +24,21 @@ ConfigOpt = Annotated[
 ]
 OutOpt = Annotated[Path, typer.Option("--out", help="Output folder.")]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Model folder, GGUF file, alias or hub id.")]
-StepsOpt = Annotated[
-    int | None, typer.Option("--steps", "--max-steps", help="Optimizer steps (the LR schedule spans them).")
-]
+STEPS_FLAGS = ("--steps", "--max-steps")
+STEPS_HELP = "Optimizer steps (the LR schedule spans them)."
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Batch size per process.")]
 LenOpt = Annotated[int | None, typer.Option("--max-seq-length", help="Tokens per sequence.")]
-LrOpt = Annotated[float | None, typer.Option("--lr", "--learning-rate", help="Peak learning rate.")]
 SeedOpt = Annotated[int | None, typer.Option("--seed")]
-AdapterOpt = Annotated[
-    list[str] | None, typer.Option("--adapter", help="LoRA adapter folder to merge first (repeatable).")
-]
+ADAPTER_HELP = "LoRA adapter folder to merge first (repeatable)."
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a previous run in --out.")]
-MergeOpt = Annotated[
-    bool, typer.Option("--merge/--no-merge", help="Also write the merged model / ready encoder.")
-]
+MERGE_HELP = "Also write the merged model / ready encoder."
 SetOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--set",
         help="Override any recipe setting, type-checked: --set max_steps=5, --set lora.r=8 (repeatable).",
     ),
-]
-MiniOpt = Annotated[
-    int | None,
-    typer.Option("--mini-batch-size", help="GradCache micro-batch size (same gradient, less memory)."),
 ]
 
 
@@ -62,15 +48,16 @@ def _overrides(cfg, **values) -> None:
             setattr(cfg, key, list(value) if isinstance(value, (list, tuple)) else value)
 
 
-def _run_stage(stage: str, cls, config, set_, out, resume: bool, overwrite: bool, merged_label: str, **flags):
+def _run_stage(spec: StageSpec, config, set_, out, resume: bool, overwrite: bool, **flags):
     """What every ``train`` command does: recipe file, then its flags, then ``--set``; run; report."""
-    from decoder2vec.training.recipes.pipeline import RUNNERS
-
-    cfg = load_stage(cls, config, stage)
+    cfg = load_stage(spec.config, config, spec.name)
     _overrides(cfg, **flags)
-    apply_overrides(cfg, set_, prefix=stage)
-    result = RUNNERS[stage](cfg, out, resume=resume, overwrite=overwrite)
-    _report(f"adapter: {result.adapter}" + (f"\n{merged_label}: {result.merged}" if result.merged else ""))
+    apply_overrides(cfg, set_, prefix=spec.name)
+    result = spec.run(cfg, out, resume=resume, overwrite=overwrite)
+    lines = [f"adapter: {result.adapter}"] if result.adapter else []
+    if result.merged:
+        lines.append(f"{spec.output}: {result.merged}")
+    _report("\n".join(lines))
 
 
 def _report(text: str) -> None:
@@ -105,188 +92,107 @@ def _friendly(fn):
     return reports_errors(with_logging)
 
 
+def _param(name: str, annotation, default=inspect.Parameter.empty) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def _command(function, params: list[inspect.Parameter], name: str, doc: str):
+    """``function(**values)`` as a typer command with the flags ``params`` (typer reads the signature)."""
+    function.__signature__ = inspect.Signature(params)
+    function.__annotations__ = {p.name: p.annotation for p in params}
+    function.__name__, function.__qualname__, function.__doc__ = name, name, doc
+    return _friendly(function)
+
+
+def stage_command(spec: StageSpec):
+    """``decoder2vec train <stage>``: the flags every stage has, then the registry entry's own."""
+    fields: dict[str, str] = {}  # parameter -> stage setting
+    params = [_param("out", OutOpt)]
+
+    def option(name: str, field: str, kind, flags: tuple[str, ...], help: str | None, default=None) -> None:
+        fields[name] = field
+        params.append(_param(name, Annotated[kind, typer.Option(*flags, help=help)], default))
+
+    option("model", "model", str | None, spec.model_flags, spec.model_help)
+    params.append(_param("config", ConfigOpt, None))
+    option("data", "data", str | None, ("--data",), spec.data_help)
+    option("steps", "max_steps", int | None, STEPS_FLAGS, STEPS_HELP)
+    option("batch_size", "batch_size", int | None, ("--batch-size",), "Batch size per process.")
+    option("max_seq_length", "max_seq_length", int | None, ("--max-seq-length",), "Tokens per sequence.")
+    option("lr", "learning_rate", float | None, ("--lr", "--learning-rate"), "Peak learning rate.")
+    for extra in spec.options:
+        option(extra.field, extra.field, extra.type, extra.flags, extra.help or None)
+    option("adapter", "adapters", list[str] | None, ("--adapter",), ADAPTER_HELP)
+    option("seed", "seed", int | None, ("--seed",), None)
+    params += [_param("resume", ResumeOpt, False), _param("overwrite", OverwriteOpt, False)]
+    if spec.merge is not None:
+        option("merge", "merge", bool, ("--merge/--no-merge",), MERGE_HELP, spec.merge)
+    params.append(_param("set_", SetOpt, None))
+
+    def command(**values) -> None:
+        config, set_, out = values.pop("config"), values.pop("set_"), values.pop("out")
+        resume, overwrite = values.pop("resume"), values.pop("overwrite")
+        flags = {fields[name]: value for name, value in values.items()}
+        _run_stage(spec, config, set_, out, resume, overwrite, **flags)
+
+    return _command(command, params, spec.name, spec.help)
+
+
 train_app = typer.Typer(
-    help="Train one LLM2Vec stage (MNTP, unsupervised SimCSE, supervised contrastive).",
+    help=f"Train one stage ({', '.join(STAGES)}).",
     no_args_is_help=True,
 )
+for _spec in STAGES.values():
+    train_app.command(_spec.name)(stage_command(_spec))
 
 
-@train_app.command("mntp")
-@_friendly
-def mntp(
-    out: OutOpt,
-    model: ModelOpt = None,
-    config: ConfigOpt = None,
-    data: Annotated[
-        str | None,
-        typer.Option("--data", help="Text/JSONL file or folder, 'wiki' (offline corpus) or hf:NAME."),
-    ] = None,
-    steps: StepsOpt = None,
-    batch_size: BatchOpt = None,
-    max_seq_length: LenOpt = None,
-    lr: LrOpt = None,
-    mask_strategy: Annotated[str | None, typer.Option("--mask-strategy", help="bert or all_mask.")] = None,
-    mask_probability: Annotated[float | None, typer.Option("--mask-probability")] = None,
-    mask_token: Annotated[
-        str | None, typer.Option("--mask-token", help="blank ('_'), eos, pad or new.")
-    ] = None,
-    adapter: AdapterOpt = None,
-    seed: SeedOpt = None,
-    resume: ResumeOpt = False,
-    overwrite: OverwriteOpt = False,
-    merge: MergeOpt = False,
-    set_: SetOpt = None,
-) -> None:
-    """Masked next token prediction with LoRA on the bidirectional model."""
-    _run_stage(
-        "mntp",
-        MNTPConfig,
-        config,
-        set_,
-        out,
-        resume,
-        overwrite,
-        "merged model",
-        model=model,
-        data=data,
-        max_steps=steps,
-        batch_size=batch_size,
-        max_seq_length=max_seq_length,
-        learning_rate=lr,
-        mask_strategy=mask_strategy,
-        mask_probability=mask_probability,
-        mask_token=mask_token,
-        adapters=adapter,
-        seed=seed,
-        merge=merge,
-    )
-
-
-@train_app.command("simcse")
-@_friendly
-def simcse(
-    out: OutOpt,
-    model: ModelOpt = None,
-    config: ConfigOpt = None,
-    data: Annotated[
-        str | None, typer.Option("--data", help="One sentence per line (.txt/.jsonl), or 'wiki'.")
-    ] = None,
-    steps: StepsOpt = None,
-    batch_size: BatchOpt = None,
-    max_seq_length: LenOpt = None,
-    lr: LrOpt = None,
-    mini_batch_size: MiniOpt = None,
-    adapter: AdapterOpt = None,
-    seed: SeedOpt = None,
-    resume: ResumeOpt = False,
-    overwrite: OverwriteOpt = False,
-    merge: MergeOpt = True,
-    set_: SetOpt = None,
-) -> None:
-    """Unsupervised SimCSE (pass the MNTP adapter with --adapter)."""
-    _run_stage(
-        "simcse",
-        SimCSEConfig,
-        config,
-        set_,
-        out,
-        resume,
-        overwrite,
-        "encoder",
-        model=model,
-        data=data,
-        max_steps=steps,
-        batch_size=batch_size,
-        max_seq_length=max_seq_length,
-        learning_rate=lr,
-        mini_batch_size=mini_batch_size,
-        adapters=adapter,
-        seed=seed,
-        merge=merge,
-    )
-
-
-@train_app.command("supervised")
-@_friendly
-def supervised(
-    out: OutOpt,
-    data: Annotated[
-        str | None,
-        typer.Option("--data", help="JSONL of {query, positive, negatives, instruction, task}."),
-    ] = None,
-    model: ModelOpt = None,
-    config: ConfigOpt = None,
-    steps: StepsOpt = None,
-    batch_size: BatchOpt = None,
-    max_seq_length: LenOpt = None,
-    lr: LrOpt = None,
-    mini_batch_size: MiniOpt = None,
-    adapter: AdapterOpt = None,
-    seed: SeedOpt = None,
-    resume: ResumeOpt = False,
-    overwrite: OverwriteOpt = False,
-    merge: MergeOpt = True,
-    set_: SetOpt = None,
-) -> None:
-    """Supervised contrastive learning with hard negatives (pass the MNTP adapter with --adapter)."""
-    _run_stage(
-        "supervised",
-        SupervisedConfig,
-        config,
-        set_,
-        out,
-        resume,
-        overwrite,
-        "encoder",
-        model=model,
-        data=data,
-        max_steps=steps,
-        batch_size=batch_size,
-        max_seq_length=max_seq_length,
-        learning_rate=lr,
-        mini_batch_size=mini_batch_size,
-        adapters=adapter,
-        seed=seed,
-        merge=merge,
-    )
-
-
-@_friendly
-def convert(
-    out: OutOpt,
-    model: ModelOpt = None,
-    config: ConfigOpt = None,
-    mntp_steps: Annotated[int | None, typer.Option("--mntp-steps")] = None,
-    simcse_steps: Annotated[int | None, typer.Option("--simcse-steps")] = None,
-    supervised_steps: Annotated[int | None, typer.Option("--supervised-steps")] = None,
-    batch_size: BatchOpt = None,
-    max_seq_length: LenOpt = None,
-    mntp_data: Annotated[
-        str | None, typer.Option("--mntp-data", help="MNTP corpus (default: offline Wikipedia).")
-    ] = None,
-    simcse_data: Annotated[
-        str | None, typer.Option("--simcse-data", help="SimCSE sentences (default: offline Wikipedia).")
-    ] = None,
-    supervised_data: Annotated[
-        str | None,
-        typer.Option("--supervised-data", help="Supervised JSONL; the stage runs only when given."),
-    ] = None,
-    seed: SeedOpt = None,
-    resume: ResumeOpt = False,
-    overwrite: OverwriteOpt = False,
-    set_: SetOpt = None,
-) -> None:
-    """Turn a decoder LLM into an encoder: bidirectional -> MNTP -> SimCSE (-> supervised) -> encoder folder."""
+def _convert(**values) -> None:
     from decoder2vec.training.recipes.pipeline import convert as run_convert
+    from decoder2vec.training.recipes.pipeline import recorded_pipeline
 
-    cfg = load_pipeline(config)
+    out, config, model = values["out"], values["config"], values["model"]
+    resume, overwrite, set_ = values["resume"], values["overwrite"], values["set_"]
+    # --resume continues the run with the settings it recorded: flags need not be repeated, and any that
+    # are given must agree with them (convert names every difference)
+    recorded = recorded_pipeline(out) if resume and config is None else None
+    cfg, source = recorded if recorded is not None else (load_pipeline(config), config)
     if model is not None:
         cfg.model = model
-    _overrides(cfg.mntp, max_steps=mntp_steps, data=mntp_data)
-    _overrides(cfg.simcse, max_steps=simcse_steps, data=simcse_data)
-    _overrides(cfg.supervised, max_steps=supervised_steps, data=supervised_data)
-    for stage in (cfg.mntp, cfg.simcse, cfg.supervised):
-        _overrides(stage, batch_size=batch_size, max_seq_length=max_seq_length, seed=seed)
+    for name in STAGES:
+        stage = getattr(cfg, name)
+        _overrides(stage, max_steps=values[f"{name}_steps"], data=values[f"{name}_data"])
+        _overrides(
+            stage,
+            batch_size=values["batch_size"],
+            max_seq_length=values["max_seq_length"],
+            seed=values["seed"],
+        )
     apply_overrides(cfg, set_)
-    folder = run_convert(cfg, out, resume=resume, overwrite=overwrite, recipe_source=config)
+    folder = run_convert(cfg, out, resume=resume, overwrite=overwrite, recipe_source=source)
     _report(f"encoder: {folder}")
+
+
+def _convert_params() -> list[inspect.Parameter]:
+    params = [_param("out", OutOpt), _param("model", ModelOpt, None), _param("config", ConfigOpt, None)]
+    for name in STAGES:
+        params.append(_param(f"{name}_steps", Annotated[int | None, typer.Option(f"--{name}-steps")], None))
+    params += [_param("batch_size", BatchOpt, None), _param("max_seq_length", LenOpt, None)]
+    for name, spec in STAGES.items():
+        flag = typer.Option(f"--{name}-data", help=spec.convert_data_help)
+        params.append(_param(f"{name}_data", Annotated[str | None, flag], None))
+    params += [
+        _param("seed", SeedOpt, None),
+        _param("resume", ResumeOpt, False),
+        _param("overwrite", OverwriteOpt, False),
+        _param("set_", SetOpt, None),
+    ]
+    return params
+
+
+convert = _command(
+    _convert,
+    _convert_params(),
+    "convert",
+    "Turn a decoder LLM into an encoder: bidirectional -> MNTP -> SimCSE (-> supervised) -> encoder folder. "
+    "With --resume, continue the conversion in --out with its recorded settings.",
+)

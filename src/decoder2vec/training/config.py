@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import math
 import types
 import typing
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +49,8 @@ class StageConfig:
     log_every: int = 10
     save_every: int = 200
     keep_checkpoints: int = 2
-    gradient_checkpointing: bool | None = None  # None: on for GPU, off for CPU
+    # None: on a GPU only when the estimated activations would not fit (training/memory.py); off on CPU
+    gradient_checkpointing: bool | None = None
     dtype: str | None = None  # None: bf16 autocast on GPUs that have it, fp32 on CPU
     merge: bool = True  # also write the base model with this stage's adapter merged in
 
@@ -65,6 +69,9 @@ class MNTPConfig(StageConfig):
 class ContrastiveConfig(StageConfig):
     pooling: str = "mean"
     mini_batch_size: int | None = None  # GradCache micro-batch; None embeds the whole batch at once
+    # Matryoshka: the loss is also taken on these nested prefixes of the embedding (e.g. [576, 256, 128, 64])
+    # and summed, so truncating to one of them keeps most of the quality. Empty: the full width only.
+    matryoshka_dims: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -91,16 +98,211 @@ class SupervisedConfig(ContrastiveConfig):
 
 
 @dataclass
-class PipelineConfig:
-    """``convert``: bidirectional -> MNTP -> SimCSE (-> supervised when it has data); each stage starts from
-    the previous enabled stage's merged weights."""
+class DistillConfig(ContrastiveConfig):
+    """Distillation: a student encoder learns to give a teacher encoder's embeddings, on unlabeled text.
 
-    model: str = "smollm2-135m"
-    pooling: str = "mean"
-    mntp: MNTPConfig = field(default_factory=MNTPConfig)
-    simcse: SimCSEConfig = field(default_factory=SimCSEConfig)
-    supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
-    stages: list[str] = field(default_factory=lambda: ["mntp", "simcse", "supervised"])
+    ``model`` is the student: any decoder decoder2vec loads, or ``""`` for the teacher's own backbone;
+    ``student_layers`` keeps only its first N decoder layers (a smaller, faster student that starts from the
+    teacher's lower layers). The loss is ``embedding_weight`` x (1 - cosine, or MSE) between each student and
+    teacher embedding, plus ``similarity_weight`` x KL(teacher || student) of the in-batch similarity
+    distributions (softmax of cosine / ``temperature`` over the other texts of the batch).
+    """
+
+    model: str = ""
+    teacher: str = ""  # a decoder2vec encoder (folder, alias, GGUF) or a sentence-transformers folder
+    student_layers: int | None = None
+    pooling: str | None = None  # None: the teacher's (a decoder2vec encoder's), else mean
+    distill_loss: str = "cosine"  # cosine or mse
+    embedding_weight: float = 1.0
+    # The similarity term is a regularizer: at weight 1 it outweighs the direct term and slowed the student's
+    # approach to the teacher in the tiny-model tests (tests/training/test_distill.py); 0.1 helped there.
+    similarity_weight: float = 0.1
+    temperature: float = 0.05  # the shipped encoder's SimCSE temperature: the similarities it was shaped at
+    full_finetune: bool = False  # train every weight but the input embeddings instead of a LoRA
+    min_words: int = 4  # the wiki corpus: sentences shorter than this are dropped
+    max_seq_length: int = 128
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+
+
+# ---------------------------------------------------------------------------------------- the stage registry
+@dataclass(frozen=True)
+class CliOption:
+    """A flag of ``decoder2vec train <stage>`` that sets the stage setting ``field``."""
+
+    field: str
+    flags: tuple[str, ...]
+    type: Any
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """Everything the package knows about one training stage.
+
+    :data:`STAGES` is the one list of stages: the pipeline settings (:class:`PipelineConfig`), recipe files,
+    ``convert`` and its input checks, the ``train`` commands and ``convert``'s per-stage flags are all read
+    from it, so a new stage is a config class, a recipe module and one entry there.
+    """
+
+    name: str
+    config: type  # the settings dataclass
+    runner: str  # "module:function": (cfg, out_dir, *, resume, overwrite, callbacks) -> StageResult
+    # (cfg, pipeline | None) -> None: read the data and check what can be checked before any model loads
+    check_inputs: Callable[[Any, Any], None]
+    help: str  # `decoder2vec train <name>`'s help
+    data_help: str
+    convert_data_help: str
+    options: tuple[CliOption, ...] = ()
+    model_flags: tuple[str, ...] = ("--model",)
+    model_help: str = "Model folder, GGUF file, alias or hub id."
+    merge: bool | None = True  # default of --merge/--no-merge; None: no such flag
+    output: str = "encoder"  # what the run's merged output is called in the command's report
+    cpu_rate: str = "1e-3"  # a learning rate measured to work for short CPU runs (the short-run warning)
+    in_default_pipeline: bool = True
+    optional: bool = False  # convert skips the stage (and records why) when it has no data
+    # convert: True, the stage trains the pipeline's model with the previous stages' adapters merged in;
+    # False, it turns the encoder made so far into another model and must come last (distill).
+    continues_pipeline: bool = True
+
+    def run(self, cfg, out_dir, **kwargs):
+        module, _, function = self.runner.partition(":")
+        return getattr(importlib.import_module(module), function)(cfg, out_dir, **kwargs)
+
+
+def _check_texts(cfg: StageConfig, pipeline=None) -> None:
+    from decoder2vec.training.data.corpus import read_texts
+
+    read_texts(cfg.data, cfg.text_field)
+
+
+def _check_sentences(cfg: SimCSEConfig, pipeline=None) -> None:
+    from decoder2vec.training.data.corpus import read_sentences
+
+    read_sentences(cfg.data, cfg.text_field, cfg.min_words)
+
+
+def _check_pairs(cfg: SupervisedConfig, pipeline=None) -> None:
+    from decoder2vec.training.data.pairs import read_pairs
+
+    read_pairs(cfg.data, cfg.num_negatives, tuple(cfg.symmetric_tasks))
+
+
+def _check_distill(cfg: DistillConfig, pipeline=None) -> None:
+    from decoder2vec.training.recipes.distill import check_inputs
+
+    check_inputs(cfg, pipeline)
+
+
+_MINI_BATCH = CliOption(
+    "mini_batch_size",
+    ("--mini-batch-size",),
+    int | None,
+    "GradCache micro-batch size (same gradient, less memory).",
+)
+
+STAGES: dict[str, StageSpec] = {
+    spec.name: spec
+    for spec in (
+        StageSpec(
+            "mntp",
+            MNTPConfig,
+            "decoder2vec.training.recipes.mntp:run_mntp",
+            _check_texts,
+            help="Masked next token prediction with LoRA on the bidirectional model.",
+            data_help="Text/JSONL file or folder, 'wiki' (offline corpus) or hf:NAME.",
+            convert_data_help="MNTP corpus (default: offline Wikipedia).",
+            options=(
+                CliOption("mask_strategy", ("--mask-strategy",), str | None, "bert or all_mask."),
+                CliOption("mask_probability", ("--mask-probability",), float | None),
+                CliOption("mask_token", ("--mask-token",), str | None, "blank ('_'), eos, pad or new."),
+            ),
+            merge=False,
+            output="merged model",
+            cpu_rate="3e-4",
+        ),
+        StageSpec(
+            "simcse",
+            SimCSEConfig,
+            "decoder2vec.training.recipes.simcse:run_simcse",
+            _check_sentences,
+            help="Unsupervised SimCSE (pass the MNTP adapter with --adapter).",
+            data_help="One sentence per line (.txt/.jsonl), or 'wiki'.",
+            convert_data_help="SimCSE sentences (default: offline Wikipedia).",
+            options=(_MINI_BATCH,),
+            cpu_rate="3e-3",
+        ),
+        StageSpec(
+            "supervised",
+            SupervisedConfig,
+            "decoder2vec.training.recipes.supervised:run_supervised",
+            _check_pairs,
+            help="Supervised contrastive learning with hard negatives (pass the MNTP adapter with --adapter).",
+            data_help="JSONL of {query, positive, negatives, instruction, task}.",
+            convert_data_help="Supervised JSONL; the stage runs only when given.",
+            options=(_MINI_BATCH,),
+            optional=True,
+        ),
+        StageSpec(
+            "distill",
+            DistillConfig,
+            "decoder2vec.training.recipes.distill:run_distill",
+            _check_distill,
+            help="Distill an encoder into a smaller, faster student that gives the teacher's embeddings.",
+            data_help="Unlabeled text: .txt/.jsonl file or folder, hf:NAME, or 'wiki' (article leads and their "
+            "sentences).",
+            convert_data_help="Distillation texts (default: offline Wikipedia leads and sentences).",
+            options=(
+                CliOption(
+                    "teacher",
+                    ("--teacher",),
+                    str | None,
+                    "Teacher: a decoder2vec encoder (folder, alias, GGUF) or a sentence-transformers folder.",
+                ),
+                CliOption(
+                    "student_layers",
+                    ("--student-layers",),
+                    int | None,
+                    "Keep only the student's first N decoder layers.",
+                ),
+                CliOption("distill_loss", ("--distill-loss",), str | None, "cosine or mse."),
+                CliOption(
+                    "full_finetune",
+                    ("--full-finetune/--lora",),
+                    bool | None,
+                    "Train every weight but the input embeddings, or a LoRA (default).",
+                ),
+                CliOption("pooling", ("--pooling",), str | None, "Student pooling (default: the teacher's)."),
+                _MINI_BATCH,
+            ),
+            model_flags=("--student",),
+            model_help="Student: a decoder folder, GGUF, alias or hub id (default: the teacher's backbone).",
+            merge=None,
+            in_default_pipeline=False,
+            continues_pipeline=False,
+        ),
+    )
+}
+
+PipelineConfig = dataclasses.make_dataclass(
+    "PipelineConfig",
+    [
+        ("model", str, field(default="smollm2-135m")),
+        ("pooling", str, field(default="mean")),
+        *((name, spec.config, field(default_factory=spec.config)) for name, spec in STAGES.items()),
+        (
+            "stages",
+            list[str],
+            field(default_factory=lambda: [n for n, s in STAGES.items() if s.in_default_pipeline]),
+        ),
+    ],
+)
+PipelineConfig.__module__ = __name__
+PipelineConfig.__doc__ = """``convert``'s settings: one section per registered stage, and the ``stages`` to run.
+
+bidirectional -> MNTP -> SimCSE (-> supervised when it has data) by default; each stage starts from the
+previous enabled stage's merged weights. ``distill`` may come last: the encoder made so far is then the
+teacher, and the result is the student (see ``training/recipes/pipeline.py``)."""
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -209,7 +411,7 @@ def apply_overrides(cfg, assignments: list[str] | None, prefix: str | None = Non
 # 0.03-0.05 (e.g. SimCSE 3e-5 x 1000 steps of batch 128); 40 steps at the paper's rates give 0.001.
 SHORT_RUN_BUDGET = 0.01
 # Rates measured to work for short CPU runs (BENCHMARKS.md: the SimCSE sweep and the cpu-1h budget).
-CPU_RATES = {"mntp": "3e-4", "simcse": "3e-3"}
+CPU_RATES = {name: spec.cpu_rate for name, spec in STAGES.items()}
 
 
 def short_run_warning(cfg: StageConfig, stage: str) -> str | None:
@@ -217,11 +419,15 @@ def short_run_warning(cfg: StageConfig, stage: str) -> str | None:
     budget = cfg.learning_rate * cfg.max_steps
     if budget >= SHORT_RUN_BUDGET:
         return None
+    cpu_rate = CPU_RATES.get(stage, "1e-3")
+    if cfg.learning_rate < float(cpu_rate):
+        fix = f"raise the rate (e.g. --set {stage}.learning_rate={cpu_rate})"
+    else:  # already at the measured CPU rate: suggesting it again would be no advice
+        fix = f"run more steps (about {math.ceil(SHORT_RUN_BUDGET / cfg.learning_rate)} at this rate)"
     return (
         f"{stage}: {cfg.max_steps} steps at learning rate {cfg.learning_rate:g} will barely change the model "
         f"(learning rate x steps = {budget:.2g}; the paper's recipes assume about 1000 steps). For short CPU "
-        f"runs raise the rate (e.g. --set {stage}.learning_rate={CPU_RATES.get(stage, '1e-3')}) or see "
-        "BENCHMARKS.md for CPU budgets"
+        f"runs {fix} or see BENCHMARKS.md for CPU budgets"
     )
 
 
@@ -260,16 +466,32 @@ def check_stage(cfg: StageConfig, stage: str) -> None:
     if isinstance(cfg, ContrastiveConfig):
         from decoder2vec.encoding.pooling import POOLING_MODES
 
-        if cfg.pooling not in POOLING_MODES:
+        if cfg.pooling not in POOLING_MODES and not (cfg.pooling is None and isinstance(cfg, DistillConfig)):
             raise bad("pooling", cfg.pooling, f"must be one of {', '.join(POOLING_MODES)}")
         if cfg.mini_batch_size is not None and cfg.mini_batch_size < 1:
             raise bad("mini_batch_size", cfg.mini_batch_size, "must be a positive integer")
         if not cfg.temperature > 0:
             raise bad("temperature", cfg.temperature, "must be positive")
+        dims = cfg.matryoshka_dims
+        if any(d < 1 for d in dims) or len(set(dims)) != len(dims):
+            raise bad("matryoshka_dims", dims, "must be distinct positive integers, e.g. [576, 256, 128, 64]")
     if isinstance(cfg, SimCSEConfig) and not 0 <= cfg.attention_dropout < 1:
         raise bad("attention_dropout", cfg.attention_dropout, "must be in [0, 1)")
     if isinstance(cfg, SupervisedConfig) and cfg.num_negatives < 0:
         raise bad("num_negatives", cfg.num_negatives, "must not be negative")
+    if isinstance(cfg, DistillConfig):
+        if cfg.distill_loss not in ("cosine", "mse"):
+            raise bad("distill_loss", cfg.distill_loss, "must be cosine or mse")
+        if cfg.student_layers is not None and cfg.student_layers < 1:
+            raise bad(
+                "student_layers", cfg.student_layers, "must be a positive number of layers (or null: all)"
+            )
+        if cfg.embedding_weight < 0 or cfg.similarity_weight < 0:
+            raise bad("embedding_weight/similarity_weight", None, "must not be negative")
+        if cfg.embedding_weight == 0 and cfg.similarity_weight == 0:
+            raise bad(
+                "embedding_weight/similarity_weight", 0, "one of the two loss terms needs a positive weight"
+            )
     if message := short_run_warning(cfg, stage):
         warnings.warn(message, stacklevel=3)
 
@@ -301,10 +523,12 @@ def load_pipeline(name_or_path: str | Path | None) -> PipelineConfig:
     raw = dict(raw)
     raw.pop("description", None)
     cfg = from_dict(PipelineConfig, raw, str(name_or_path))
-    for stage in (cfg.mntp, cfg.simcse, cfg.supervised):
-        stage.model = cfg.model
-    for stage in (cfg.simcse, cfg.supervised):
-        stage.pooling = cfg.pooling
+    for name, spec in STAGES.items():
+        stage = getattr(cfg, name)
+        if spec.continues_pipeline:  # (distill's model is its student: by default the teacher's backbone)
+            stage.model = cfg.model
+        if isinstance(stage, ContrastiveConfig):
+            stage.pooling = cfg.pooling
     return cfg
 
 
@@ -314,10 +538,11 @@ def load_stage(cls, name_or_path: str | Path | None, stage: str):
         return cls()
     raw = yaml.safe_load(recipe_path(name_or_path).read_text()) or {}
     section = dict(raw[stage]) if stage in raw else dict(raw)
-    for key in ("description", "stages", "mntp", "simcse", "supervised"):
+    for key in ("description", "stages", *STAGES):
         section.pop(key, None)
-    if "model" in raw and "model" not in section:
+    spec = STAGES.get(stage)
+    if "model" in raw and "model" not in section and (spec is None or spec.continues_pipeline):
         section["model"] = raw["model"]
-    if stage != "mntp" and "pooling" in raw and "pooling" not in section:
+    if issubclass(cls, ContrastiveConfig) and "pooling" in raw and "pooling" not in section:
         section["pooling"] = raw["pooling"]
     return from_dict(cls, section, f"{name_or_path}:{stage}")

@@ -42,6 +42,11 @@ class Stage:
     step: StepFn  # (prepared model, batch, accelerator) -> {"loss": float, "tokens": int, ...}; does backward
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None
     eval_every: int = 0  # steps between evaluations (0: only at the end)
+    # One-time work whose results live in the run folder (distill: the teacher's embeddings), called with it
+    # on every process once the folder is checked and claimed, before the first step; ``scratch`` names
+    # what it writes there, removed with the rest when a fresh run fails before its first checkpoint.
+    prepare: Callable[[Path], None] | None = None
+    scratch: tuple[str, ...] = ()
 
 
 def make_accelerator(cfg: StageConfig):
@@ -102,6 +107,8 @@ def train(
         ckpt.write_run_file(run_dir, identity)
     acc.wait_for_everyone()
     try:
+        if stage.prepare is not None:
+            stage.prepare(run_dir)
         return _train(stage, cfg, run_dir, acc, start_from, callbacks)
     except BaseException:
         # A fresh run that failed before its first checkpoint leaves nothing behind, so the corrected
@@ -109,6 +116,8 @@ def train(
         if start_from is None and acc.is_main_process and not ckpt.checkpoints(run_dir):
             (run_dir / ckpt.RUN_FILE).unlink(missing_ok=True)
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            for name in stage.scratch:
+                shutil.rmtree(run_dir / name, ignore_errors=True)
             if created and run_dir.is_dir() and not any(run_dir.iterdir()):
                 run_dir.rmdir()
         raise

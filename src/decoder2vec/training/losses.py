@@ -1,8 +1,8 @@
-"""Training losses: MNTP cross-entropy with the next-token shift, and InfoNCE for (Sim)CSE."""
+"""Training losses: MNTP cross-entropy with the next-token shift, InfoNCE for (Sim)CSE, distillation."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -73,3 +73,70 @@ def false_negative_mask(positive_keys: Sequence[str], candidate_keys: Sequence[s
             if j != i and other == key:
                 mask[i, j] = True
     return mask
+
+
+def matryoshka_loss(
+    loss_fn: Callable[..., torch.Tensor],
+    embeddings: Sequence[torch.Tensor],
+    dims: Sequence[int] | None,
+    weights: Sequence[float] | None = None,
+) -> torch.Tensor:
+    """Matryoshka Representation Learning: ``loss_fn`` taken on each nested prefix ``[..., :d]`` of every
+    embedding tensor and summed (``weights`` default to 1, as in sentence-transformers' MatryoshkaLoss).
+
+    ``loss_fn`` must normalise what it compares (InfoNCE on cosine does), so each prefix is trained as the
+    truncated-then-normalised vector that ``encode(dimensions=d)`` returns. ``dims`` None or empty: the
+    plain loss on the full vectors.
+    """
+    if not dims:
+        return loss_fn(*embeddings)
+    weights = [1.0] * len(dims) if weights is None else list(weights)
+    if len(weights) != len(dims):
+        raise ValueError(f"{len(weights)} weights for {len(dims)} Matryoshka dimensions")
+    total = None
+    for dim, weight in zip(dims, weights):
+        term = weight * loss_fn(*(e[..., :dim] for e in embeddings))
+        total = term if total is None else total + term
+    return total
+
+
+def similarity_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
+    """KL(teacher || student) of every text's similarity distribution over the *other* texts of the batch
+    (softmax of cosine / ``temperature``; a text's similarity to itself is always 1, so it is left out),
+    averaged over the texts. ``student`` (B, Ds) and ``teacher`` (B, Dt) may differ in width."""
+    n = student.shape[0]
+    if n < 2:  # no other texts: nothing to compare
+        return student.sum() * 0.0
+    s = F.normalize(student.float(), dim=-1)
+    t = F.normalize(teacher.float().to(s.device), dim=-1)
+    others = ~torch.eye(n, dtype=torch.bool, device=s.device)
+    log_s = F.log_softmax((s @ s.T)[others].view(n, n - 1) / temperature, dim=-1)
+    log_t = F.log_softmax((t @ t.T)[others].view(n, n - 1) / temperature, dim=-1)
+    return F.kl_div(log_s, log_t, log_target=True, reduction="batchmean")
+
+
+def distill_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    *,
+    kind: str = "cosine",
+    embedding_weight: float = 1.0,
+    similarity_weight: float = 1.0,
+    temperature: float = 0.05,
+) -> torch.Tensor:
+    """Distillation: ``embedding_weight`` x the distance of each student embedding to its teacher embedding
+    (``cosine``: mean of 1 - cosine; ``mse``: mean squared error over all values) plus ``similarity_weight``
+    x :func:`similarity_kl` of the batch. ``student`` and ``teacher`` are (B, D) rows of the same texts."""
+    s, t = student.float(), teacher.float().to(student.device)
+    total = s.new_zeros(())
+    if embedding_weight:
+        if kind == "cosine":
+            term = (1 - F.cosine_similarity(s, t, dim=-1)).mean()
+        elif kind == "mse":
+            term = F.mse_loss(s, t)
+        else:
+            raise ValueError(f"unknown distillation loss {kind!r}; choose cosine or mse")
+        total = total + embedding_weight * term
+    if similarity_weight:
+        total = total + similarity_weight * similarity_kl(s, t, temperature)
+    return total

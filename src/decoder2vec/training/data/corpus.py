@@ -149,3 +149,14 @@ def read_sentences(source: str | Path, text_field: str = "text", min_words: int 
         if not texts:
             raise CorpusError(f"corpus {spec!r} yields no sentences of at least {min_words} words")
     return texts
+
+
+def read_distill_texts(source: str | Path, text_field: str = "text", min_words: int = 4) -> list[str]:
+    """Unlabeled texts for distillation: a ``.txt``/``.jsonl`` source as it is (one text per line or
+    record); the wiki corpus (and ``hf:`` sources) as their texts *and* their sentences, so the student
+    learns the teacher on both paragraphs and single sentences. Duplicates are dropped (first kept)."""
+    spec = str(source)
+    texts = read_texts(source, text_field)
+    if spec in WIKI_SOURCES or spec.startswith("hf:"):
+        texts = texts + [s for t in texts for s in split_sentences(t, min_words)]
+    return list(dict.fromkeys(texts))

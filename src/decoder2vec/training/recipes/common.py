@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,11 +13,13 @@ import torch
 from decoder2vec.backbone.cache import replace_folder
 from decoder2vec.training.config import StageConfig, check_stage, to_dict
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class StageResult:
     run_dir: Path
-    adapter: Path
+    adapter: Path | None  # None: the stage trained no adapter (a fully fine-tuned distillation student)
     merged: Path | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
 
@@ -39,8 +42,12 @@ class Recipe:
     def stage(self):
         raise NotImplementedError
 
-    def save(self, out_dir: Path) -> tuple[Path, Path | None]:
+    def save(self, out_dir: Path) -> tuple[Path | None, Path | None]:
         raise NotImplementedError
+
+    def run_identity(self, world_size: int) -> dict[str, Any]:
+        """What a resume must match (see :func:`identity`); a recipe may add what its settings do not say."""
+        return identity(self.name, self.cfg, world_size)
 
     def run(
         self,
@@ -56,7 +63,7 @@ class Recipe:
         out_dir = Path(out_dir)
         acc = make_accelerator(self.cfg)
         self.setup(acc)
-        ident = identity(self.name, self.cfg, acc.num_processes)
+        ident = self.run_identity(acc.num_processes)
         metrics = train(
             self.stage(),
             self.cfg,
@@ -68,6 +75,7 @@ class Recipe:
             callbacks=callbacks,
         )
         result = StageResult(out_dir, out_dir / "adapter", metrics=metrics)
+        self.metrics = metrics  # (for save's records)
         if acc.is_main_process:
             result.adapter, result.merged = self.save(out_dir)
         acc.wait_for_everyone()
@@ -86,9 +94,8 @@ def load_for_training(cfg: StageConfig, accelerator, *, with_lm_head: bool):
         dtype=cfg.dtype,  # None: load_backbone's default (fp32 on CPU, bf16 on capable GPUs)
         device=accelerator.device,
     )
-    checkpointing = cfg.gradient_checkpointing
-    if checkpointing is None:
-        checkpointing = accelerator.device.type == "cuda"
+    checkpointing, why = _checkpointing(cfg, model, accelerator)
+    log.info(why)
     if checkpointing:
         # transformers 5 renamed it (the old name warns); older releases only have the old one
         kwargs = {"use_reentrant": False}
@@ -98,6 +105,24 @@ def load_for_training(cfg: StageConfig, accelerator, *, with_lm_head: bool):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         model.config.use_cache = False
     return model, tokenizer
+
+
+def _checkpointing(cfg: StageConfig, model, accelerator) -> tuple[bool, str]:
+    """The recipe's setting, or on a GPU: on only when the estimated activations would not fit
+    (:mod:`decoder2vec.training.memory`)."""
+    from decoder2vec.training import memory
+
+    device = accelerator.device
+    if cfg.gradient_checkpointing is not None or device.type != "cuda":
+        return memory.decide_checkpointing(cfg.gradient_checkpointing, device_type=device.type)
+    sixteen_bit = getattr(accelerator, "mixed_precision", "no") in ("bf16", "fp16") or model.dtype in (
+        torch.bfloat16,
+        torch.float16,
+    )
+    activations = memory.estimate_activations(cfg, model.config, element_bytes=2 if sixteen_bit else 4)
+    return memory.decide_checkpointing(
+        None, device_type="cuda", activations=activations, free=memory.free_gpu_bytes(device)
+    )
 
 
 def identity(stage: str, cfg: StageConfig, world_size: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from decoder2vec.encoding.encoder import default_max_length
+from decoder2vec.encoder_config import default_max_length, model_context
 from decoder2vec.encoding.model import embed
 from decoder2vec.encoding.tokenization import TokenizedBatch
 from decoder2vec.training.config import ContrastiveConfig
@@ -55,7 +55,7 @@ class ContrastiveRecipe(Recipe):
         raise NotImplementedError
 
     def setup(self, accelerator) -> None:
-        from decoder2vec.encoding.encoder import Encoder, model_context
+        from decoder2vec.encoding.encoder import Encoder
 
         self.acc = accelerator
         self.rank, self.world_size = accelerator.process_index, accelerator.num_processes
@@ -70,7 +70,15 @@ class ContrastiveRecipe(Recipe):
         # (max_seq_length is a cap: a recipe's 512 on a model with a shorter context uses the context)
         context = model_context(base.config)
         max_length = min(self.cfg.max_seq_length, context) if context else self.cfg.max_seq_length
-        self.encoder = Encoder(self.peft_model, tokenizer, pooling=self.cfg.pooling, max_length=max_length)
+        # The trained Matryoshka dimensions travel with the encoder (saved config, config.json for vLLM);
+        # a dimension wider than the model fails here, before the first step.
+        self.encoder = Encoder(
+            self.peft_model,
+            tokenizer,
+            pooling=self.cfg.pooling,
+            max_length=max_length,
+            matryoshka_dimensions=self.cfg.matryoshka_dims or None,
+        )
         self.encoder.module.to(accelerator.device)
 
     # ------------------------------------------------------------------ one step

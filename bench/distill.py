@@ -1,0 +1,193 @@
+"""Distillation (issue #21): smaller, faster students of the shipped encoder, pruned only vs pruned + distilled.
+
+    python bench/distill.py [--layers 15 10] [--steps 300] [--pairs N] [--lora] [--threads 2]
+
+The teacher is the shipped encoder ``smollm2-135m-llm2vec`` (30 layers). Each student keeps its first N
+decoder layers: *pruned* is that cut as it is, *distilled* is the cut trained with ``decoder2vec train
+distill`` (teacher embeddings cached once, full fine-tuning unless ``--lora``) on the offline Wikipedia
+leads and their sentences. Every model is scored on STS-B dev/test and SICK trial/test (Spearman x100 of
+cosine vs gold; ``--pairs N`` keeps N evenly spaced pairs per set) and timed encoding the same STS-B
+sentences in this one process (texts/s and the speed-up over the teacher), with the mean cosine of its
+embeddings to the teacher's (1.0: indistinguishable; documents indexed with the teacher stay searchable).
+Writes bench/results/distill.json (or ``--out``) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, SHARED, spaced_indices, sts_sentences, timed, write_results
+
+TEACHER = "smollm2-135m-llm2vec"
+SETS = {
+    "STS-B dev": ("stsbenchmark/sts-dev.csv", "load_stsb"),
+    "STS-B test": ("stsbenchmark/sts-test.csv", "load_stsb"),
+    "SICK dev": ("sick2014/SICK_trial.txt", "load_sick"),
+    "SICK test": ("sick2014/SICK_test_annotated.txt", "load_sick"),
+}
+
+
+def load_sets(data_dir: Path, pairs: int | None) -> dict:
+    """Each set's sentence pairs and gold scores, cut to ``pairs`` evenly spaced pairs (all by default)."""
+    from decoder2vec.evaluation import loaders
+
+    sets = {}
+    for name, (path, loader) in SETS.items():
+        data = getattr(loaders, loader)(data_dir / path)
+        keep = spaced_indices(len(data.scores), pairs)
+        sets[name] = (
+            [data.sentences1[i] for i in keep],
+            [data.sentences2[i] for i in keep],
+            [data.scores[i] for i in keep],
+        )
+    return sets
+
+
+def score(encoder, sets: dict, teacher_vectors: dict | None) -> tuple[dict, dict]:
+    """STS Spearman x100 per set, and the mean cosine to the teacher's embeddings of the same sentences."""
+    from decoder2vec.evaluation.metrics import sts_scores
+
+    row, vectors, cosines = {}, {}, []
+    for name, (first, second, gold) in sets.items():
+        a, b = encoder.encode(first, batch_size=64), encoder.encode(second, batch_size=64)
+        row[name] = sts_scores(a, b, gold)["cosine_spearman"]
+        vectors[name] = (a, b)
+        if teacher_vectors is not None:
+            for mine, theirs in zip((a, b), teacher_vectors[name]):
+                cos = (mine * theirs).sum(1) / (np.linalg.norm(mine, axis=1) * np.linalg.norm(theirs, axis=1))
+                cosines.append(cos)
+    row["teacher cos"] = float(np.concatenate(cosines).mean()) if cosines else 1.0
+    return row, vectors
+
+
+def layer_parameters(model) -> int:
+    """Parameters of the decoder layers and final norm (the embeddings cost no compute per token)."""
+    embeddings = model.get_input_embeddings().weight.numel()
+    return sum(p.numel() for p in model.parameters()) - embeddings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, nargs="+", default=[15, 10], help="Student depths (of 30).")
+    parser.add_argument("--steps", type=int, default=300, help="Distillation steps per student.")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-seq-length", type=int, default=64)
+    parser.add_argument(
+        "--lr", type=float, default=None, help="Default: 2e-4 (full fine-tuning), 1e-3 (--lora)."
+    )
+    parser.add_argument("--lora", action="store_true", help="Train a LoRA instead of every student weight.")
+    parser.add_argument("--similarity-weight", type=float, default=None, help="Default: the recipe's.")
+    parser.add_argument("--data", default="wiki", help="Distillation texts (default: the offline Wikipedia).")
+    parser.add_argument("--pairs", type=int, default=None, help="Score N evenly spaced pairs per set.")
+    parser.add_argument("--speed-texts", type=int, default=1000, help="STS-B sentences to time encoding on.")
+    parser.add_argument("--repeats", type=int, default=3, help="Timing rounds (each model's best is kept).")
+    parser.add_argument("--data-dir", type=Path, default=SHARED)
+    parser.add_argument("--work-dir", type=Path, default=RESULTS / "distill-runs")
+    parser.add_argument("--out", type=Path, default=RESULTS / "distill.json")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's).")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from decoder2vec import Encoder
+    from decoder2vec.backbone.loading import load_backbone, resolve_model_path
+    from decoder2vec.training.config import DistillConfig
+    from decoder2vec.training.modules import truncate_layers
+    from decoder2vec.training.recipes.distill import run_distill
+
+    sets = load_sets(args.data_dir, args.pairs)
+    speed_texts = sts_sentences(args.speed_texts)
+    teacher = Encoder.from_pretrained(TEACHER, dtype="float32", device="cpu")
+    depth = teacher.model.config.num_hidden_layers
+    bad = [n for n in args.layers if not 1 <= n <= depth]
+    if bad:
+        raise SystemExit(f"--layers {bad}: the teacher has {depth} layers")
+    teacher_row, teacher_vectors = score(teacher, sets, None)
+    encoders = {f"teacher ({depth} layers)": teacher}  # timed together at the end
+    rows = [{"model": f"teacher ({depth} layers)", "layers": depth, **teacher_row}]
+
+    def add(name: str, encoder, layers: int, extra: dict) -> None:
+        row, _ = score(encoder, sets, teacher_vectors)
+        encoders[name] = encoder
+        rows.append({"model": name, "layers": layers, **row, **extra})
+        print(f"{name}: " + "  ".join(f"{k}={row[k]:.3f}" for k in row), flush=True)
+
+    lr = args.lr or (1e-3 if args.lora else 2e-4)
+    settings = {}
+    for layers in args.layers:
+        model, tokenizer = load_backbone(resolve_model_path(TEACHER), dtype="float32", device="cpu")
+        pruned = Encoder(
+            truncate_layers(model, layers), tokenizer, pooling=teacher.pooling, max_length=teacher.max_length
+        )
+        add(f"pruned {layers}", pruned, layers, {})
+
+        cfg = DistillConfig(
+            teacher=TEACHER,
+            student_layers=layers,
+            data=args.data,
+            max_steps=args.steps,
+            batch_size=args.batch_size,
+            max_seq_length=args.max_seq_length,
+            learning_rate=lr,
+            full_finetune=not args.lora,
+            seed=args.seed,
+            log_every=max(1, args.steps // 10),
+            save_every=max(1, args.steps // 3),
+            keep_checkpoints=1,
+        )
+        if args.similarity_weight is not None:
+            cfg.similarity_weight = args.similarity_weight
+        settings = {k: v for k, v in vars(cfg).items() if k not in ("teacher", "student_layers", "lora")}
+        start = time.perf_counter()
+        result = run_distill(cfg, args.work_dir / f"student-{layers}", overwrite=True)
+        seconds = time.perf_counter() - start
+        distilled = Encoder.from_pretrained(result.merged, dtype="float32", device="cpu")
+        train = {"train_seconds": round(seconds, 1), "final_loss": result.metrics.get("loss")}
+        add(f"distilled {layers}", distilled, layers, train)
+
+    # Speed: every model in turn, round after round, so a busy spell of a shared machine hits them alike;
+    # the best round of each is kept.
+    for encoder in encoders.values():
+        encoder.encode(speed_texts[:32], batch_size=32)  # warm-up
+    best = dict.fromkeys(encoders, float("inf"))
+    for _ in range(args.repeats):
+        for name, encoder in encoders.items():
+            best[name] = min(best[name], timed(lambda e=encoder: e.encode(speed_texts, batch_size=32))[0])
+    for row in rows:
+        row["parameters"] = layer_parameters(encoders[row["model"]].model)
+        row["texts_per_s"] = len(speed_texts) / best[row["model"]]
+        row["speedup"] = best[rows[0]["model"]] / best[row["model"]]
+
+    columns = [*SETS, "teacher cos", "texts_per_s", "speedup"]
+    print(f"\n{'model':<22}{'layers':>7}" + "".join(f"{c:>13}" for c in columns))
+    for row in rows:
+        cells = "".join(f"{row[c]:>13.2f}" if c != "teacher cos" else f"{row[c]:>13.3f}" for c in columns)
+        print(f"{row['model']:<22}{row['layers']:>7}" + cells)
+    payload = {
+        "teacher": TEACHER,
+        "pairs": args.pairs,
+        "speed_texts": len(speed_texts),
+        "threads": torch.get_num_threads(),
+        "distill": json.loads(json.dumps(settings, default=str)),
+        "results": rows,
+    }
+    if args.out.resolve() == (RESULTS / "distill.json").resolve():
+        path = write_results("distill", payload)
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(payload, indent=2) + "\n")
+        path = args.out
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

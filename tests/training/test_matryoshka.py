@@ -1,0 +1,69 @@
+"""Matryoshka training: GradCache still gives the full-batch gradient, and the trained dimensions travel
+with the encoder (decoder2vec config, config.json for vLLM)."""
+
+import json
+
+import pytest
+import torch
+
+from decoder2vec.encoding.tokenization import tokenize_batch
+from decoder2vec.errors import ConfigError
+from decoder2vec.training.config import SimCSEConfig
+from decoder2vec.training.gradcache import grad_cache_step, split_batch
+from decoder2vec.training.losses import matryoshka_loss, simcse_loss
+from decoder2vec.training.modules import embed
+from decoder2vec.training.recipes.simcse import run_simcse
+
+from .conftest import SENTENCES
+from .test_gradcache import grads, make_embedder
+
+
+def test_gradcache_with_matryoshka_equals_full_batch(tiny_tokenizer):
+    model = make_embedder(tiny_tokenizer, dropout=0.0)
+    a = tokenize_batch(tiny_tokenizer, SENTENCES[:6], max_length=32)
+    b = tokenize_batch(tiny_tokenizer, SENTENCES[6:12], max_length=32)
+    dev = torch.device("cpu")
+
+    def loss_fn(x, y):
+        return matryoshka_loss(lambda p, q: simcse_loss(p, q, 0.05), (x, y), [32, 16, 4])
+
+    full = loss_fn(embed(model, a, dev), embed(model, b, dev))
+    full.backward()
+    reference = grads(model)
+    model.zero_grad()
+    cached = grad_cache_step(
+        lambda batch: embed(model, batch, dev), [split_batch(x, 2) for x in (a, b)], loss_fn
+    )
+    assert torch.allclose(cached, full.detach(), atol=1e-6)
+    got = grads(model)
+    assert reference.keys() == got.keys() and got
+    for key in reference:
+        assert torch.allclose(got[key], reference[key], atol=1e-5, rtol=1e-4), key
+
+
+def test_simcse_records_matryoshka_dimensions(tiny_word_llama, text_corpus, tmp_path):
+    cfg = SimCSEConfig(
+        model=str(tiny_word_llama),
+        data=str(text_corpus),
+        max_steps=2,
+        batch_size=4,
+        max_seq_length=16,
+        learning_rate=1e-2,
+        matryoshka_dims=[16, 32, 8],
+    )
+    result = run_simcse(cfg, tmp_path / "run")
+    config = json.loads((result.merged / "config.json").read_text())
+    assert config["matryoshka_dimensions"] == [32, 16, 8]
+    assert json.loads((result.merged / "decoder2vec_config.json").read_text())["matryoshka_dimensions"] == [
+        32,
+        16,
+        8,
+    ]
+
+
+def test_matryoshka_dimension_wider_than_the_model_is_refused(tiny_word_llama, text_corpus, tmp_path):
+    cfg = SimCSEConfig(
+        model=str(tiny_word_llama), data=str(text_corpus), max_steps=2, batch_size=4, matryoshka_dims=[64, 8]
+    )
+    with pytest.raises(ConfigError, match=r"\[1, 32\]"):
+        run_simcse(cfg, tmp_path / "run")
