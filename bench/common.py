@@ -30,14 +30,26 @@ def spaced_indices(n: int, limit: int | None) -> list[int]:
     return [round(i * (n - 1) / (limit - 1)) for i in range(limit)] if limit > 1 else [0]
 
 
-def sts_spearman(encoder, data, indices: list[int] | None = None, batch_size: int = 64) -> float:
-    """Spearman x100 of cosine similarity vs gold on the pairs ``indices`` (default: all) of an STS data set."""
+def sts_spearman(
+    encoder,
+    data,
+    indices: list[int] | None = None,
+    batch_size: int = 64,
+    dims: list[int | None] | None = None,
+) -> float | dict:
+    """Spearman x100 of cosine similarity vs gold on the pairs ``indices`` (default: all) of an STS data set.
+
+    With ``dims`` (e.g. ``[None, 256, 64]``): one score per truncation width from the same forward passes,
+    as ``{dim: score}`` (None = full width; cosine on the prefix = ``encode(dimensions=d)``)."""
     from decoder2vec.evaluation.metrics import sts_scores
 
     indices = range(len(data.scores)) if indices is None else indices
     a = encoder.encode([data.sentences1[i] for i in indices], batch_size=batch_size)
     b = encoder.encode([data.sentences2[i] for i in indices], batch_size=batch_size)
-    return sts_scores(a, b, [data.scores[i] for i in indices])["cosine_spearman"]
+    gold = [data.scores[i] for i in indices]
+    if dims is None:
+        return sts_scores(a, b, gold)["cosine_spearman"]
+    return {d: sts_scores(a[:, :d], b[:, :d], gold)["cosine_spearman"] for d in dims}
 
 
 def sts_sentences(limit: int | None = None) -> list[str]:

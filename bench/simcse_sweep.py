@@ -67,7 +67,10 @@ def worker(name: str, overrides: list[str], args: argparse.Namespace) -> list[di
         row = {"variant": name, "step": step, "seconds": round(time.perf_counter() - start, 1)}
         with torch.no_grad():
             for task, (d, indices) in sets.items():
-                row[task] = sts_spearman(encoder, d, indices)
+                scores = sts_spearman(encoder, d, indices, dims=[None, *args.dims])
+                row[task] = scores[None]
+                for dim in args.dims:  # the same vectors truncated (Matryoshka prefixes)
+                    row[f"{task}@{dim}"] = scores[dim]
         encoder.module.train()
         encoder.max_length = 48
         print(json.dumps(row), flush=True)
@@ -112,6 +115,9 @@ def main() -> None:
         help="GradCache micro-batch: a large batch in small pieces",
     )
     parser.add_argument("--eval-every", type=int, default=40)
+    parser.add_argument(
+        "--dims", type=int, nargs="*", default=[], help="also score these truncation widths (Matryoshka)"
+    )
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--adapter", type=Path, default=RESULTS / "recipe-runs" / "mntp" / "adapter")
     parser.add_argument("--pairs", type=int, default=250)
@@ -142,6 +148,7 @@ def main() -> None:
     for row in rows:
         print(
             f"{row['variant']:<24}{row['step']:>6}{row['seconds']:>9.0f}{row['STS-B']:>8.2f}{row['SICK-R']:>8.2f}"
+            + "".join(f"  @{d}: {row[f'STS-B@{d}']:.2f} / {row[f'SICK-R@{d}']:.2f}" for d in args.dims)
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(

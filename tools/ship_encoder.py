@@ -7,6 +7,8 @@ cast to fp16 and copied into the bundle with ``recipe.json``: the recipe, the da
 every stage, the SHA-256 of every file, and the scores of the encoder *as built from the fp16 bundle*
 (``default_encoder_folder``): STS-B dev and SICK trial (the sets choices are made on) and, reported once,
 STS-B test and SICK-R test, Spearman x100 of cosine similarity with mean pooling, from ../shared/data.
+The Matryoshka dimensions of the run's contrastive stages are recorded, and the int8 calibration sample is
+made from the encoder as built (1,000 sentences of its SimCSE corpus, stored as float16).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from decoder2vec.backbone.default_encoder import (
     shipped_dir,
 )
 from decoder2vec.evaluation.loaders import load_sick, load_stsb
+
+CALIBRATION = "calibration.npy"
 
 SETS = {
     "dev": {
@@ -85,7 +89,28 @@ def write_bundle(run: Path, dest: Path) -> dict:
             }
         )
     manifest["train_seconds"] = sum(s.get("seconds") or 0 for s in stages)
+    dims = [s["config"].get("matryoshka_dims") for s in stages if s["name"] in ("simcse", "supervised")]
+    if any(dims):
+        manifest["encoder"]["matryoshka_dimensions"] = sorted(next(d for d in dims[::-1] if d), reverse=True)
     return manifest
+
+
+def add_calibration(bundle: Path, manifest: dict, recipe: dict) -> None:
+    """Calibrate the encoder as built from the bundle on its SimCSE corpus; record the file and its hash."""
+    import numpy as np
+
+    from decoder2vec import Encoder
+    from decoder2vec.training.config import SimCSEConfig, from_dict
+    from decoder2vec.training.recipes.pipeline import calibration_sample
+
+    encoder = Encoder.from_pretrained(default_encoder_folder(bundle))
+    encoder.calibrate(calibration_sample(from_dict(SimCSEConfig, recipe["simcse"])))
+    np.save(bundle / CALIBRATION, encoder.calibration.astype(np.float16), allow_pickle=False)
+    manifest["calibration"] = {
+        "path": CALIBRATION,
+        "texts": len(encoder.calibration),
+        "sha256": sha256(bundle / CALIBRATION),
+    }
 
 
 def main() -> None:
@@ -99,6 +124,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.dest.parent) as tmp:
         bundle = Path(tmp) / "bundle"
         manifest = write_bundle(args.run, bundle)
+        (bundle / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        add_calibration(bundle, manifest, json.loads((args.run / "recipe.json").read_text())["recipe"])
         (bundle / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         from decoder2vec import Encoder
 
