@@ -79,7 +79,15 @@ def reference(corpus, tiny_llama, tmp_path_factory) -> Path:
 
 
 def snapshot(folder: Path) -> dict:
-    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.iterdir())}
+    return {
+        p.relative_to(folder).as_posix(): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
 def test_local_engine_rows_equal_encoder_encode(corpus, reference, tiny_llama):
@@ -88,7 +96,7 @@ def test_local_engine_rows_equal_encoder_encode(corpus, reference, tiny_llama):
     encoder = Encoder.from_pretrained(tiny_llama)
     expected = encoder.encode(corpus["texts"], batch_size=32)
     np.testing.assert_allclose(embeddings, expected, atol=1e-5)
-    schema = pq.read_schema(reference / "part-00000.parquet")
+    schema = pq.read_schema(reference / "data" / "part-00000.parquet")
     assert schema.field("id").type == pa.string()
     assert schema.field("embedding").type == pa.list_(pa.float32(), 32)
     manifest = json.loads((reference / "manifest.json").read_text())
@@ -100,6 +108,8 @@ def test_local_engine_rows_equal_encoder_encode(corpus, reference, tiny_llama):
         "model_fingerprint": model_fingerprint(str(tiny_llama)),
         "instruction": None,
         "normalize": False,
+        "dimensions": None,
+        "precision": "float32",
         "field": "text",
         "id_field": "id",
         "shard_size": SHARD_SIZE,
@@ -129,7 +139,7 @@ def test_sigkill_after_first_shard_then_rerun_equals_uninterrupted(corpus, refer
     )
     try:
         deadline = time.monotonic() + 120
-        while not (out / "part-00000.parquet").exists():
+        while not (out / "done" / "part-00000.json").exists():  # the shard's finish record
             assert process.poll() is None, process.stderr.read().decode()
             assert time.monotonic() < deadline, "no shard appeared"
             time.sleep(0.1)
@@ -137,19 +147,111 @@ def test_sigkill_after_first_shard_then_rerun_equals_uninterrupted(corpus, refer
         process.send_signal(signal.SIGKILL)
         process.wait()
     assert process.returncode == -signal.SIGKILL
-    assert sorted(p.name for p in out.glob("part-*")) == ["part-00000.parquet"]
+    assert files(out) == ["data/part-00000.parquet", "done/part-00000.json", "manifest.json"]
     assert not json.loads((out / "manifest.json").read_text())["complete"]
-    (out / ".part-00001.parquet.x1y2z3").write_bytes(b"half a shard")  # as a kill during a write leaves
+    (out / "data" / ".part-00001.parquet.x1y2z3").write_bytes(b"half a shard")  # a kill during a write
 
     result = runner.invoke(app, [*args, "--batch-size", "8"])  # how to run may change; what to compute not
     assert result.exit_code == 0, result.output
     assert "(1 already done)" in result.output
-    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in reference.iterdir())
+    assert files(out) == files(reference)
     ids, embeddings = read_shards(out)
     ref_ids, ref_embeddings = read_shards(reference)
     assert ids == ref_ids and len(set(ids)) == len(ids) == 300
     np.testing.assert_allclose(embeddings, ref_embeddings, atol=1e-5)
     assert json.loads((out / "manifest.json").read_text())["complete"]
+
+
+def corpus_args(corpus, out: Path, model: Path, *extra: str) -> list[str]:
+    args = ["embed-corpus", *corpus["inputs"], "--out", str(out), "-m", str(model)]
+    return [*args, "--shard-size", str(SHARD_SIZE), *extra]
+
+
+def test_a_damaged_shard_is_embedded_again_never_trusted(corpus, reference, tiny_llama, tmp_path):
+    """A finished shard counts only if it still matches the size and sha256 recorded when it was written."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    torn = out / "data" / "part-00001.parquet"
+    torn.write_bytes(torn.read_bytes()[: torn.stat().st_size // 2])  # as a crash of a copy or disk leaves
+    edited = out / "data" / "part-00003.parquet"
+    data = bytearray(edited.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, other bytes
+    edited.write_bytes(bytes(data))
+    (out / "done" / "part-00004.json").unlink()  # a kill between writing a shard and its record
+    result = runner.invoke(app, corpus_args(corpus, out, tiny_llama))
+    assert result.exit_code == 0, result.output
+    assert "(2 already done)" in result.output
+    assert "data/part-00001.parquet is " in result.stderr and "truncated" in result.stderr
+    assert "data/part-00003.parquet does not match the sha256" in result.stderr
+    assert "data/part-00004.parquet has no record of being finished" in result.stderr
+    assert result.stderr.count("embedding it again") == 3
+    ids, embeddings = read_shards(out)
+    ref_ids, ref_embeddings = read_shards(reference)
+    assert ids == ref_ids
+    np.testing.assert_allclose(embeddings, ref_embeddings, atol=1e-5)
+    assert files(out) == files(reference) and json.loads((out / "manifest.json").read_text())["complete"]
+    again = runner.invoke(app, corpus_args(corpus, out, tiny_llama))
+    assert again.exit_code == 0 and "(5 already done)" in again.output and "warning" not in again.output
+
+
+def test_output_reads_with_pyarrow_and_pandas_and_read_shards_ignores_strays(
+    corpus, reference, tiny_llama, tmp_path
+):
+    import shutil
+
+    table = pq.read_table(reference / "data")  # the documented read: manifest and records live outside
+    assert table.column("id").to_pylist() == corpus["ids"]
+    assert table.schema.field("embedding").type == pa.list_(pa.float32(), 32)
+    pandas = pytest.importorskip("pandas")
+    assert pandas.read_parquet(reference / "data")["id"].tolist() == corpus["ids"]
+
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    shutil.copy(out / "data" / "part-00000.parquet", out / "data" / "part-00000 (copy).parquet")
+    shutil.copy(out / "data" / "part-00001.parquet", out / "data" / "part-00099.parquet")
+    shutil.copy(out / "data" / "part-00002.parquet", out / "part-00002.parquet")
+    ids, embeddings = read_shards(out)  # only the manifest's shards: no duplicate ids
+    assert ids == corpus["ids"] and len(embeddings) == 300
+    result = runner.invoke(app, corpus_args(corpus, out, tiny_llama))
+    assert result.exit_code == 0 and "(5 already done)" in result.output
+    assert (out / "data" / "part-00099.parquet").is_file()  # not ours to delete
+    (out / "data" / "part-00003.parquet").unlink()
+    with pytest.raises(Decoder2VecError, match=r"not complete: 1 of 5 shards are missing .*re-run"):
+        read_shards(out)
+
+
+def test_a_folder_in_the_layout_before_data_is_resumed(corpus, reference, tiny_llama, tmp_path):
+    """Shards beside manifest.json (decoder2vec-corpus/1) are moved into data/, checked, and resumed."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    for path in (out / "data").iterdir():
+        path.rename(out / path.name)
+    shutil.rmtree(out / "data")
+    shutil.rmtree(out / "done")
+    manifest = json.loads((out / "manifest.json").read_text())
+    for key in ("dimensions", "precision"):
+        del manifest["settings"][key]
+    (out / "manifest.json").write_text(
+        json.dumps({**manifest, "format": "decoder2vec-corpus/1", "complete": False})
+    )
+    (out / "part-00004.parquet").unlink()  # the old run was interrupted ...
+    torn = out / "part-00002.parquet"
+    torn.write_bytes(torn.read_bytes()[:100])  # ... and left a shard it would have trusted
+    (out / "notes.md").write_text("mine")
+    result = runner.invoke(app, corpus_args(corpus, out, tiny_llama))
+    assert result.exit_code == 0, result.output
+    assert "moved 4 shard(s)" in result.stderr and "(3 already done)" in result.output
+    assert "data/part-00002.parquet has no record" in result.stderr
+    ids, embeddings = read_shards(out)
+    ref_ids, ref_embeddings = read_shards(reference)
+    assert ids == ref_ids
+    np.testing.assert_allclose(embeddings, ref_embeddings, atol=1e-5)
+    assert files(out) == sorted([*files(reference), "notes.md"])
+    assert json.loads((out / "manifest.json").read_text())["format"] == "decoder2vec-corpus/2"
 
 
 @pytest.mark.parametrize(
@@ -159,6 +261,8 @@ def test_sigkill_after_first_shard_then_rerun_equals_uninterrupted(corpus, refer
         (["--instruction", "Query: "], "instruction None (now 'Query: ')"),
         (["--shard-size", "10"], "shard_size 64 (now 10)"),
         (["--pooling", "last_token"], "pooling 'mean' (now 'last_token')"),
+        (["--dimensions", "16"], "dimensions None (now 16)"),
+        (["--precision", "binary"], "precision 'float32' (now 'binary')"),
         (["--model", "{other}"], "model '"),
         (["--drop-input"], "input {c} is missing"),
     ],
@@ -185,6 +289,96 @@ def test_other_settings_in_existing_folder_are_refused_untouched(
     assert "holds embeddings made with other settings" in result.output
     assert message.format(**values) in result.output
     assert snapshot(reference) == before
+
+
+COMPACT_CASES = [
+    (None, "binary", pa.int8(), 4),
+    (12, "ubinary", pa.uint8(), 2),
+    (16, "int8", pa.int8(), 16),
+    (16, "uint8", pa.uint8(), 16),
+    (8, "float32", pa.float32(), 8),
+]
+
+
+@pytest.mark.parametrize(("dimensions", "precision", "value_type", "width"), COMPACT_CASES)
+def test_compact_shards_hold_what_encode_gives(
+    corpus, tiny_llama, tmp_path, dimensions, precision, value_type, width
+):
+    """--dimensions/--precision: the column's type and width, read_shards' dtype, and the values of
+    ``Encoder.encode`` with the same options (int8/uint8 calibrated on the corpus, as ``calibrate`` does)."""
+    texts = corpus["texts"][250:]  # c.txt: 50 texts
+    out = tmp_path / "out"
+    options = ["--normalize", "--precision", precision]
+    options += [] if dimensions is None else ["--dimensions", str(dimensions)]
+    args = ["embed-corpus", str(corpus["folder"] / "c.txt"), "-o", str(out), "-m", str(tiny_llama)]
+    result = runner.invoke(app, [*args, "--shard-size", "16", *options])
+    assert result.exit_code == 0, result.output
+    stored = "" if precision == "float32" else f" as {precision} ({width} "
+    assert f"wrote 50 embeddings of dimension {dimensions or 32}{stored}" in result.output
+    assert pq.read_schema(out / "data" / "part-00000.parquet").field("embedding").type == pa.list_(
+        value_type, width
+    )
+    ids, embeddings = read_shards(out)
+    assert ids == corpus["ids"][250:]
+    assert embeddings.dtype == value_type.to_pandas_dtype() and embeddings.shape == (50, width)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["dimensions"] == dimensions and manifest["settings"]["precision"] == precision
+    encoder = Encoder.from_pretrained(tiny_llama)
+    if precision in ("int8", "uint8"):
+        assert "calibration" in manifest and len(manifest["calibration"]["ranges"][0]) == dimensions
+        encoder.calibrate(texts)  # the same 50 texts the run calibrated on (all of them)
+    else:
+        assert "calibration" not in manifest
+    expected = np.concatenate(
+        [
+            encoder.encode(texts[k : k + 16], normalize=True, dimensions=dimensions, precision=precision)
+            for k in range(0, 50, 16)
+        ]
+    )
+    assert expected.dtype == embeddings.dtype
+    np.testing.assert_array_equal(embeddings, expected)
+
+
+def test_compact_settings_are_checked_before_a_model_loads_and_kept_on_resume(tiny_llama, tmp_path):
+    source = tmp_path / "t.txt"
+    source.write_text("one text\nanother text\nand a third\n")
+    out = tmp_path / "out"
+    args = ["embed-corpus", str(source), "-o", str(out), "--shard-size", "2"]
+    result = runner.invoke(app, [*args, "-m", str(tmp_path / "no-model"), "--precision", "int4"])
+    assert result.exit_code == 1 and "unknown precision 'int4'" in result.output
+    result = runner.invoke(app, [*args, "-m", str(tmp_path / "no-model"), "--dimensions", "0"])
+    assert result.exit_code == 1 and "--dimensions must be at least 1" in result.output
+    result = runner.invoke(app, [*args, "-m", str(tiny_llama), "--dimensions", "64"])
+    assert result.exit_code == 1 and "outside [1, 32]" in result.output and "Traceback" not in result.output
+    assert not out.exists()
+    args += ["-m", str(tiny_llama)]
+    result = runner.invoke(app, [*args, "--dimensions", "16", "--precision", "binary"])
+    assert result.exit_code == 0, result.output
+    before = snapshot(out)
+    result = runner.invoke(app, [*args, "--dimensions", "8", "--precision", "binary"])
+    assert result.exit_code == 1 and "dimensions 16 (now 8)" in result.output
+    result = runner.invoke(app, [*args, "--dimensions", "16"])
+    assert result.exit_code == 1 and "precision 'binary' (now 'float32')" in result.output
+    assert snapshot(out) == before
+    (out / "data" / "part-00001.parquet").unlink()
+    result = runner.invoke(app, [*args, "--dimensions", "16", "--precision", "binary"])
+    assert result.exit_code == 0 and "(1 already done)" in result.output
+    assert read_shards(out)[1].dtype == np.int8
+
+
+def test_int8_uses_the_encoders_own_calibration_sample(tiny_llama, tmp_path):
+    """An encoder saved after calibrate() quantizes as its encode() does, not with a corpus sample."""
+    encoder = Encoder.from_pretrained(tiny_llama)
+    encoder.calibrate(["the cat sat on the mat", "hi", "one", "a quick brown fox"])
+    model = encoder.save(tmp_path / "calibrated")
+    texts = ["first text here", "second one", "the third text"]
+    source = tmp_path / "t.txt"
+    source.write_text("\n".join(texts) + "\n")
+    out = tmp_path / "out"
+    embed_corpus_files([str(source)], out, model=str(model), precision="int8", dimensions=8)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["calibration"]["source"] == "the encoder's calibration sample"
+    np.testing.assert_array_equal(read_shards(out)[1], encoder.encode(texts, precision="int8", dimensions=8))
 
 
 def test_changed_input_file_is_named(tiny_llama, tmp_path):
@@ -278,7 +472,7 @@ def test_a_model_changed_under_the_same_path_is_refused(tiny_llama, tmp_path):
     source.write_text("one text\nanother text\n")
     out = tmp_path / "out"
     embed_corpus_files([str(source)], out, model=str(model), shard_size=1)
-    (out / "part-00001.parquet").unlink()  # an interrupted run, to be resumed
+    (out / "data" / "part-00001.parquet").unlink()  # an interrupted run, to be resumed
     weights = load_file(model / "model.safetensors")
     save_file({k: v + 0.01 for k, v in weights.items()}, model / "model.safetensors", {"format": "pt"})
     before = snapshot(out)
@@ -315,11 +509,17 @@ def test_gatherer_writes_each_shard_once_complete_in_any_order(tmp_path):
     gather = ShardGatherer(corpus, plan, [0, 1, 2], tmp_path, ShardProgress(7, 0, 3, 0, False))
     vectors = np.arange(14, dtype=np.float32).reshape(7, 2)
     gather.add(np.array([6, 1, 0]), vectors[[6, 1, 0]])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["part-00002.parquet"]
+    assert files(tmp_path) == ["data/part-00002.parquet", "done/part-00002.json"]
     gather.add(np.array([5, 2, 4, 3]), vectors[[5, 2, 4, 3]])
     gather.check_done()
-    ids, embeddings = read_shards(tmp_path)
-    assert ids == corpus.ids and np.array_equal(embeddings, vectors)
+    table = pq.read_table(tmp_path / "data")
+    assert table.column("id").to_pylist() == corpus.ids
+    assert np.array_equal(np.stack(table.column("embedding").to_numpy(zero_copy_only=False)), vectors)
+    # Compact precisions keep their dtype in the shard.
+    gather = ShardGatherer(corpus, plan, [2], tmp_path / "int8", ShardProgress(7, 0, 3, 0, False))
+    gather.add(np.array([6]), np.array([[-3, 7]], dtype=np.int8))
+    schema = pq.read_schema(tmp_path / "int8" / "data" / "part-00002.parquet")
+    assert schema.field("embedding").type == pa.list_(pa.int8(), 2)
 
 
 def test_ray_engine_on_a_local_cluster_gives_the_local_rows(corpus, reference, tiny_llama, tmp_path):
@@ -348,6 +548,12 @@ def test_ray_engine_on_a_local_cluster_gives_the_local_rows(corpus, reference, t
         )
         assert result.exit_code == 0, result.output
         assert ray.is_initialized()  # a Ray the caller started is left running
+        # int8: a first Ray pass embeds the calibration sample; the driver records its ranges.
+        compact = tmp_path / "compact"
+        args = ["embed-corpus", str(corpus["folder"] / "c.txt"), "-o", str(compact), "-m", str(tiny_llama)]
+        options = ["--shard-size", "16", "--batch-size", "16", "--dimensions", "16", "--precision", "int8"]
+        result = runner.invoke(app, [*args, *options, "--engine", "ray", "--num-workers", "2"])
+        assert result.exit_code == 0, result.output
     finally:
         ray.shutdown()
     ids, embeddings = read_shards(out)
@@ -357,3 +563,14 @@ def test_ray_engine_on_a_local_cluster_gives_the_local_rows(corpus, reference, t
     assert json.loads((out / "manifest.json").read_text()) == json.loads(
         (reference / "manifest.json").read_text()
     )
+    texts = corpus["texts"][250:]
+    encoder = Encoder.from_pretrained(tiny_llama)
+    encoder.calibrate(texts, batch_size=16)
+    ranges = np.array(json.loads((compact / "manifest.json").read_text())["calibration"]["ranges"])
+    np.testing.assert_allclose(ranges, encoder.output_spec(dimensions=16, precision="int8").ranges, atol=1e-5)
+    _, rows = read_shards(compact)
+    expected = encoder.encode(texts, batch_size=16, dimensions=16, precision="int8", ranges=ranges)
+    assert rows.dtype == np.int8 and rows.shape == (50, 16)
+    # Other threads and batches move floats by ~1e-7: at most a rare step across a level boundary.
+    assert np.abs(rows.astype(int) - expected.astype(int)).max() <= 1
+    assert (rows == expected).mean() > 0.99

@@ -26,6 +26,18 @@ def embed_corpus(
     id_field: Annotated[str, typer.Option(help="Id field; records without it get file:line.")] = "id",
     instruction: Annotated[str | None, typer.Option(help="Instruction attended to but not pooled.")] = None,
     normalize: Annotated[bool, typer.Option("--normalize", help="L2-normalise the embeddings.")] = False,
+    dimensions: Annotated[
+        int | None,
+        typer.Option(
+            help="Keep the first N dimensions (Matryoshka truncation; normalised after if --normalize)."
+        ),
+    ] = None,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="float32, int8 or uint8 (calibrated, see docs/corpus.md), binary or ubinary (bit-packed)."
+        ),
+    ] = "float32",
     pooling: Annotated[str | None, typer.Option(help="mean, weighted_mean, last_token or bos.")] = None,
     max_length: Annotated[
         int | None, typer.Option(help="Token limit per text (default: the model's).")
@@ -41,6 +53,24 @@ def embed_corpus(
     num_workers: Annotated[int, typer.Option(help="Ray encoder actors (one per GPU on a GPU cluster).")] = 1,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray actor (0: CPU only).")] = 0.0,
     threads_per_worker: Annotated[int, typer.Option(help="CPU threads (and Ray CPUs) per Ray actor.")] = 1,
+    chunking: Annotated[
+        str | None,
+        typer.Option(
+            help="late or naive: a row per chunk of each document (late: chunks pooled from one forward over "
+            "the whole document, up to the model's context; naive: each chunk embedded alone). Default: a "
+            "row per document, cut at --max-length."
+        ),
+    ] = None,
+    chunk_by: Annotated[
+        str | None,
+        typer.Option(help="With --chunking: sentences (default; grouped up to --chunk-size) or tokens."),
+    ] = None,
+    chunk_size: Annotated[
+        int | None, typer.Option(help="With --chunking: tokens per chunk (default 256).")
+    ] = None,
+    chunk_overlap: Annotated[
+        int | None, typer.Option(help="With --chunking: tokens shared by consecutive chunks (default 0).")
+    ] = None,
 ) -> None:
     """Embed a corpus into Parquet shards; re-running the same command resumes after a crash."""
     from decoder2vec.corpus.pipeline import embed_corpus_files
@@ -56,6 +86,8 @@ def embed_corpus(
         id_field=id_field,
         instruction=instruction,
         normalize=normalize,
+        dimensions=dimensions,
+        precision=precision,
         pooling=pooling,
         max_length=max_length,
         batch_size=batch_size,
@@ -65,9 +97,22 @@ def embed_corpus(
         num_workers=num_workers,
         gpus_per_worker=gpus_per_worker,
         threads_per_worker=threads_per_worker,
+        chunking=chunking,
+        chunk_by=chunk_by,
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
     )
     skipped = f" ({result.skipped_shards} already done)" if result.skipped_shards else ""
+    stored = ""
+    if result.precision != "float32":
+        stored = f" as {result.precision} ({result.columns} {result.dtype} values each)"
+    if result.chunks is not None:
+        typer.echo(
+            f"wrote {result.chunks} chunk embeddings of {result.rows} documents, dimension {result.dimension}"
+            f"{stored}, in {result.shards} shards{skipped} to {result.out}"
+        )
+        return
     typer.echo(
-        f"wrote {result.rows} embeddings of dimension {result.dimension} in {result.shards} shards"
+        f"wrote {result.rows} embeddings of dimension {result.dimension}{stored} in {result.shards} shards"
         f"{skipped} to {result.out}"
     )

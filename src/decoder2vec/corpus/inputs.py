@@ -38,6 +38,7 @@ class Corpus:
     ids: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     files: list[InputFile] = field(default_factory=list)
+    where: list[str] = field(default_factory=list)  # "file:line" of each record, for error messages
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -82,6 +83,7 @@ def read_corpus(patterns: list[str], text_field: str = "text", id_field: str = "
             first_seen[record_id] = where
             corpus.ids.append(record_id)
             corpus.texts.append(text)
+            corpus.where.append(where)
         if len(corpus) == before:
             raise InputError(f"{path}: holds no texts")
         digest = hashlib.sha256(data).hexdigest()

@@ -16,13 +16,30 @@ from decoder2vec.errors import OutputExistsError
 from decoder2vec.io import write_json_atomic
 
 MANIFEST = "manifest.json"
-FORMAT = "decoder2vec-corpus/1"
+# /2: shards in data/, a record per finished shard in done/. /1 had the shards beside the manifest;
+# such a folder is adopted (its shards moved into data/) when a run resumes it.
+FORMAT = "decoder2vec-corpus/2"
+OLD_FORMATS = ("decoder2vec-corpus/1",)
+# --chunking runs only: recorded then, and compared as None for a run without chunking.
+CHUNK_SETTINGS = ("chunking", "chunk_by", "chunk_size", "chunk_overlap")
 # Settings known before the model loads (checked first, so a mismatch costs no model load) ...
-INPUT_SETTINGS = ("model", "instruction", "normalize", "field", "id_field", "shard_size")
+INPUT_SETTINGS = (
+    "model",
+    "instruction",
+    "normalize",
+    "dimensions",
+    "precision",
+    "field",
+    "id_field",
+    "shard_size",
+    *CHUNK_SETTINGS,
+)
 # ... and those the model's files decide (read without loading weights).
 MODEL_SETTINGS = ("pooling", "dimension", "max_length", "model_fingerprint")
-# Recorded since a later version: a folder written before then is not refused for lacking them.
+# Recorded since a later version: a folder written before then is not refused for lacking them ...
 ADDED_SETTINGS = ("model_fingerprint",)
+# ... or, for these, is compared as if it had recorded the value every run before then used.
+ADDED_DEFAULTS = {"dimensions": None, "precision": "float32", **dict.fromkeys(CHUNK_SETTINGS)}
 
 
 def new_manifest(corpus: Corpus, shard_count: int, settings: dict[str, Any]) -> dict[str, Any]:
@@ -60,18 +77,19 @@ def read_manifest(out: Path) -> dict[str, Any] | None:
         raise OutputExistsError(
             f"{path} is not valid JSON ({exc}); it was not written by embed-corpus"
         ) from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") not in (FORMAT, *OLD_FORMATS):
         raise OutputExistsError(f"{path} was not written by embed-corpus (format {FORMAT!r} expected)")
     return manifest
 
 
 def check_same_run(out: Path, old: dict[str, Any], new: dict[str, Any], keys: tuple[str, ...]) -> None:
     """Raise naming every difference between an existing run and this one, in ``keys`` and the inputs."""
+    recorded = {**ADDED_DEFAULTS, **old["settings"]}
     differences = [
-        f"{key} {old['settings'].get(key)!r} (now {new['settings'].get(key)!r})"
+        f"{key} {recorded.get(key)!r} (now {new['settings'].get(key)!r})"
         for key in keys
-        if old["settings"].get(key) != new["settings"].get(key)
-        and not (key in ADDED_SETTINGS and key not in old["settings"])
+        if recorded.get(key) != new["settings"].get(key)
+        and not (key in ADDED_SETTINGS and key not in recorded)
     ]
     if "inputs" in new:
         differences += _input_differences(old.get("inputs", []), new["inputs"])

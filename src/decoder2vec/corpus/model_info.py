@@ -27,8 +27,13 @@ def describe_model(
     from transformers import AutoConfig
 
     from decoder2vec.backbone.loading import resolve_model_path
-    from decoder2vec.encoding.encoder import DEFAULTS, default_max_length, model_context, read_encoder_config
-    from decoder2vec.encoding.pooling import check_pooling_mode
+    from decoder2vec.encoder_config import (
+        DEFAULTS,
+        check_pooling_mode,
+        default_max_length,
+        model_context,
+        read_encoder_config,
+    )
 
     path = resolve_model_path(model)
     saved = read_encoder_config(path)

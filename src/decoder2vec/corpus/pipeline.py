@@ -1,18 +1,38 @@
 """One corpus run: validate inputs, check the output folder, then embed the pending shards with an engine.
 
-Order matters for the guarantees: inputs are validated and the folder's manifest compared before any
-model loads; the manifest is written before the first shard; ``complete`` is set after the last.
+Order matters for the guarantees: inputs and options are validated and the folder's manifest compared
+before any model loads; the manifest is written before the first shard; a shard is skipped only if its
+file matches the record written when it was finished (see shards.py); ``complete`` is set after the last.
+
+Compact output (``--dimensions``, ``--precision``) is computed by ``Encoder.encode`` itself. int8/uint8
+need per-dimension ranges: from the encoder's saved calibration sample, else from a sample of the corpus;
+they are kept in the manifest (``calibration``), so every shard, worker and resumed run quantizes alike.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from decoder2vec.backbone.default_model import DEFAULT_ENCODER
+from decoder2vec.corpus.chunks import check_chunked_corpus, chunk_options, chunk_settings
+from decoder2vec.corpus.compact import (
+    CALIBRATED,
+    Calibration,
+    calibration_rows,
+    check_precision_option,
+    encode_options,
+    model_ranges,
+    output_shape,
+)
 from decoder2vec.corpus.inputs import Corpus, read_corpus
 from decoder2vec.corpus.manifest import (
+    ADDED_DEFAULTS,
+    FORMAT,
     INPUT_SETTINGS,
     MODEL_SETTINGS,
     check_same_run,
@@ -22,7 +42,15 @@ from decoder2vec.corpus.manifest import (
 )
 from decoder2vec.corpus.model_info import check_encoder, describe_model, model_identity
 from decoder2vec.corpus.progress import ShardProgress
-from decoder2vec.corpus.shards import pending_shards, plan_shards, remove_partial_files
+from decoder2vec.corpus.shards import (
+    DATA_DIR,
+    adopt_old_layout,
+    manifest_layout_is_old,
+    pending_shards,
+    plan_shards,
+    recorded_chunks,
+    remove_partial_files,
+)
 from decoder2vec.errors import ConfigError
 
 ENGINES = ("local", "ray")
@@ -32,9 +60,13 @@ ENGINES = ("local", "ray")
 class CorpusResult:
     out: Path
     rows: int
-    dimension: int
+    dimension: int  # of the output: --dimensions, else the model's
     shards: int
     skipped_shards: int
+    precision: str = "float32"
+    columns: int = 0  # values per stored embedding (dimension / 8 for the packed binary precisions)
+    dtype: str = "float32"  # of the stored values
+    chunks: int | None = None  # rows written by a --chunking run (one per chunk; ``rows`` counts documents)
 
 
 def embed_corpus_files(
@@ -46,6 +78,8 @@ def embed_corpus_files(
     id_field: str = "id",
     instruction: str | None = None,
     normalize: bool = False,
+    dimensions: int | None = None,
+    precision: str = "float32",
     pooling: str | None = None,
     max_length: int | None = None,
     batch_size: int = 32,
@@ -56,9 +90,18 @@ def embed_corpus_files(
     gpus_per_worker: float = 0.0,
     threads_per_worker: int = 1,
     show_progress: bool | None = None,
+    chunking: str | None = None,
+    chunk_by: str | None = None,
+    chunk_size: int | None = None,
+    chunk_overlap: int | None = None,
 ) -> CorpusResult:
-    """Embed every record of ``inputs`` into Parquet shards under ``out``, resuming a previous run."""
+    """Embed every record of ``inputs`` into Parquet shards under ``out``, resuming a previous run.
+
+    With ``chunking`` (``"late"`` or ``"naive"``), each document is split (``chunk_by`` ``"sentences"`` or
+    ``"tokens"``, ``chunk_size`` tokens, ``chunk_overlap``) and every chunk gets a row (see chunks.py)."""
     _check_options(batch_size, shard_size, engine, num_workers, gpus_per_worker, threads_per_worker)
+    precision = check_precision_option(precision, dimensions)
+    chunk = chunk_settings(chunking, chunk_by, chunk_size, chunk_overlap, engine)
     if engine == "ray":
         from decoder2vec.corpus.ray_engine import import_ray
 
@@ -71,9 +114,12 @@ def embed_corpus_files(
         "model": model,
         "instruction": instruction,
         "normalize": normalize,
+        "dimensions": dimensions,
+        "precision": precision,
         "field": field,
         "id_field": id_field,
         "shard_size": shard_size,
+        **chunk,  # recorded only for a chunked run
     }
     manifest = new_manifest(corpus, len(plan), settings)
     old = read_manifest(out)
@@ -81,27 +127,70 @@ def embed_corpus_files(
         check_same_run(out, old, manifest, INPUT_SETTINGS)
     # The manifest shares `settings`, so what the model decides is recorded too.
     settings.update(describe_model(model, pooling, max_length, instruction))
+    columns, dtype = output_shape(settings["dimension"], dimensions, precision)
+    if chunk:  # every document split on the tokenizer alone: a bad one is named before any model loads
+        check_chunked_corpus(model, corpus, settings)
     if old is not None:
         check_same_run(out, old, {"settings": settings}, MODEL_SETTINGS)
         manifest = old
+        if manifest_layout_is_old(manifest):  # shards beside the manifest: move them into data/
+            moved = adopt_old_layout(out, plan)
+            manifest = {**manifest, "format": FORMAT, "settings": {**ADDED_DEFAULTS, **manifest["settings"]}}
+            write_manifest(out, manifest)
+            _note(
+                f"moved {moved} shard(s) of {out} into {out / DATA_DIR} (the layout of this version)", "note"
+            )
     else:
         write_manifest(out, manifest)  # before any shard: the folder is ours from now on
     remove_partial_files(out)
-    pending = pending_shards(out, len(plan))
+    pending, notes = pending_shards(out, plan)
+    for note in notes:
+        _note(note)
     if pending:
-        if manifest.get("complete"):  # a shard file was deleted by hand: not complete until redone
+        if manifest.get("complete"):  # a shard was deleted or damaged: not complete until redone
             manifest = {**manifest, "complete": False}
             write_manifest(out, manifest)
         done_rows = len(corpus) - sum(len(plan[k]) for k in pending)
         progress = ShardProgress(len(corpus), done_rows, len(plan), len(plan) - len(pending), show_progress)
         options = EngineOptions(batch_size, ray_address, num_workers, gpus_per_worker, threads_per_worker)
+        ranges = (manifest.get("calibration") or {}).get("ranges")
+        calibration = None
+        if precision in CALIBRATED and ranges is None:
+
+            def record(computed, source: str) -> None:
+                nonlocal manifest
+                entry = {"source": source, "ranges": np.asarray(computed, dtype=np.float32).tolist()}
+                manifest = {**manifest, "calibration": entry}
+                write_manifest(out, manifest)  # before the first quantized shard
+
+            ranges = model_ranges(model, dimensions, normalize)
+            if ranges is not None:
+                record(ranges, "the encoder's calibration sample")
+            else:
+                rows = calibration_rows(len(corpus))
+                source = f"{len(rows)} evenly spaced texts of the corpus"
+                calibration = Calibration(rows, dimensions, normalize, lambda r: record(r, source))
         try:
-            _run_engine(engine, corpus, plan, pending, out, settings, options, progress)
+            _run_engine(engine, corpus, plan, pending, out, settings, options, progress, ranges, calibration)
         finally:
             progress.close()
     if not manifest.get("complete"):
         write_manifest(out, {**manifest, "complete": True})
-    return CorpusResult(out, len(corpus), settings["dimension"], len(plan), len(plan) - len(pending))
+    return CorpusResult(
+        out,
+        len(corpus),
+        dimensions or settings["dimension"],
+        len(plan),
+        len(plan) - len(pending),
+        precision,
+        columns,
+        dtype,
+        recorded_chunks(out, len(plan)) if chunk else None,
+    )
+
+
+def _note(message: str, kind: str = "warning") -> None:
+    print(f"{kind}: {message}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -124,6 +213,8 @@ def _run_engine(
     settings: dict[str, Any],
     options: EngineOptions,
     progress: ShardProgress,
+    ranges=None,
+    calibration: Calibration | None = None,
 ) -> None:
     # Load exactly as the manifest says; check_encoder catches any drift from describe_model.
     encoder_kwargs = {"pooling": settings["pooling"], "max_length": settings["max_length"]}
@@ -133,6 +224,8 @@ def _run_engine(
         "normalize": settings["normalize"],
         "batch_size": options.batch_size,
         "progress": progress,
+        "compact": encode_options(settings, ranges),
+        "calibration": calibration,
     }
     if engine == "local":
         from decoder2vec.cli_common import quiet_transformers
@@ -142,7 +235,7 @@ def _run_engine(
         quiet_transformers()
         encoder = Encoder.from_pretrained(settings["model"], **encoder_kwargs)
         check_encoder(encoder, expected)
-        run_local(encoder, corpus, plan, pending, out, **common)
+        run_local(encoder, corpus, plan, pending, out, chunks=chunk_options(settings), **common)
     else:
         from decoder2vec.corpus.ray_engine import run_ray
 

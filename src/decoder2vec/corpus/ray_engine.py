@@ -2,10 +2,12 @@
 
 The pending shards' rows go into a Ray dataset (one block per shard, texts and global row numbers);
 ``map_batches`` runs :class:`EncoderActor`, which loads the encoder once. The driver iterates the
-results, gathers each shard's rows and writes the shard atomically with the same writer as the
-local engine as soon as it is complete. So only the driver touches ``--out`` (no shared file system
-needed for the output), and a shard file exists iff all its rows were embedded: killing the job at
-any point loses only unwritten shards, which a re-run redoes.
+results, gathers each shard's rows and writes the shard atomically, then its finish record, with the
+same writer as the local engine as soon as it is complete. So only the driver touches ``--out`` (no
+shared file system needed for the output), and a shard is recorded as finished only once all its rows
+are in it: killing the job at any point loses only unfinished shards, which a re-run redoes. For
+int8/uint8 output without an encoder calibration sample, a first small pass embeds the corpus sample
+(raw float32) and the driver records its ranges before any shard.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from decoder2vec.corpus.compact import Calibration
 from decoder2vec.corpus.inputs import Corpus
 from decoder2vec.corpus.progress import ShardProgress
 from decoder2vec.corpus.shards import write_shard
@@ -84,8 +87,14 @@ def run_ray(
     threads_per_worker: int,
     ray_address: str | None,
     progress: ShardProgress,
+    compact: dict[str, Any] | None = None,
+    calibration: Calibration | None = None,
 ) -> None:
-    """Embed the pending shards with ``num_workers`` encoder actors on Ray (started here if needed)."""
+    """Embed the pending shards with ``num_workers`` encoder actors on Ray (started here if needed).
+
+    ``compact`` holds the ``dimensions``/``precision``/``ranges`` keywords of ``Encoder.encode``; with
+    ``calibration``, the int8/uint8 ranges are first computed on its rows and recorded.
+    """
     ray = import_ray()
     import pyarrow as pa
 
@@ -96,15 +105,18 @@ def run_ray(
     ctx = ray.data.DataContext.get_current()
     bars = ctx.enable_progress_bars
     ctx.enable_progress_bars = False  # ours counts texts and shards
-    try:
+    compact = dict(compact or {})
+    common = {"instruction": instruction, "batch_size": batch_size, "normalize": normalize}
+
+    def embedded(rows: list[range], encode_kwargs: dict[str, Any]):
         tables = [
             pa.table(
                 {
-                    "row": pa.array(plan[k], type=pa.int64()),
-                    "text": pa.array(corpus.texts[plan[k].start : plan[k].stop], type=pa.string()),
+                    "row": pa.array(span, type=pa.int64()),
+                    "text": pa.array([corpus.texts[k] for k in span], type=pa.string()),
                 }
             )
-            for k in pending
+            for span in rows
         ]
         dataset = ray.data.from_arrow(tables).map_batches(
             EncoderActor,
@@ -112,11 +124,7 @@ def run_ray(
                 "model": model,
                 "encoder_kwargs": encoder_kwargs,
                 "expected": expected,
-                "encode_kwargs": {
-                    "instruction": instruction,
-                    "batch_size": batch_size,
-                    "normalize": normalize,
-                },
+                "encode_kwargs": encode_kwargs,
                 "threads": threads_per_worker,
             },
             batch_size=min(len(plan[0]), CALL_BATCHES * batch_size),
@@ -125,8 +133,17 @@ def run_ray(
             num_cpus=threads_per_worker,
             num_gpus=gpus_per_worker or None,
         )
+        return dataset.iter_batches(batch_size=None, batch_format="numpy")
+
+    try:
+        if calibration is not None:  # raw pooled embeddings of the sample, as Encoder.calibrate keeps them
+            sample: dict[int, np.ndarray] = {}
+            raw_kwargs = {"instruction": instruction, "batch_size": batch_size}
+            for batch in embedded([calibration.rows], raw_kwargs):
+                sample.update(zip(batch["row"].tolist(), batch["embedding"]))
+            compact["ranges"] = calibration.ranges(np.stack([sample[k] for k in calibration.rows]))
         gather = ShardGatherer(corpus, plan, pending, out, progress)
-        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        for batch in embedded([plan[k] for k in pending], {**common, **compact}):
             gather.add(batch["row"], batch["embedding"])
         gather.check_done()
     finally:
@@ -149,7 +166,7 @@ class ShardGatherer:
 
     def add(self, rows: np.ndarray, embeddings: np.ndarray) -> None:
         rows = np.asarray(rows, dtype=np.int64)
-        embeddings = np.asarray(embeddings, dtype=np.float32)
+        embeddings = np.asarray(embeddings)  # float32, or int8/uint8 for compact precisions
         for index in np.unique(rows // self.shard_size):
             index = int(index)
             if index not in self.left:
@@ -159,7 +176,7 @@ class ShardGatherer:
             span = self.plan[index]
             mask = rows // self.shard_size == index
             if index not in self.buffers:
-                self.buffers[index] = np.empty((len(span), embeddings.shape[1]), dtype=np.float32)
+                self.buffers[index] = np.empty((len(span), embeddings.shape[1]), dtype=embeddings.dtype)
                 self.filled[index] = np.zeros(len(span), dtype=bool)
             local = rows[mask] - span.start
             self.buffers[index][local] = embeddings[mask]
