@@ -151,6 +151,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--search-threads", type=int, default=1, help="faiss threads for the timing")
+    parser.add_argument("--name", default="compact", help="results file: bench/results/NAME.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from decoder2vec import Encoder
@@ -203,7 +204,7 @@ def main() -> None:
         f"  one query at a time: float {1000 * search['float_seconds_one_query']:.2f} ms, binary "
         f"{1000 * search['binary_seconds_one_query']:.2f} ms: {search['speedup_one_query']:.1f}x"
     )
-    print(f"wrote {write_results('compact', results)}")
+    print(f"wrote {write_results(args.name, results)}")
 
 
 def print_model(label: str, model: dict) -> None:

@@ -1,6 +1,7 @@
 """Package a `decoder2vec convert` run as the shipped default encoder, and score it once.
 
     python tools/ship_encoder.py RUN_DIR [--dest src/decoder2vec/resources/encoders/smollm2-135m-llm2vec]
+    python tools/ship_encoder.py SIMCSE_RUN_DIR --simcse-only   # the shipped MNTP adapter + a new SimCSE stage
 
 RUN_DIR is what ``decoder2vec convert --config cpu-2h --out RUN_DIR`` wrote. Each stage's LoRA adapter is
 cast to fp16 and copied into the bundle with ``recipe.json``: the recipe, the data, steps and wall time of
@@ -95,7 +96,44 @@ def write_bundle(run: Path, dest: Path) -> dict:
     return manifest
 
 
-def add_calibration(bundle: Path, manifest: dict, recipe: dict) -> None:
+def write_restage_bundle(simcse_run: Path, dest: Path) -> tuple[dict, dict]:
+    """A bundle of the shipped MNTP adapter (copied as is) and a new SimCSE stage trained on it by
+    ``train simcse`` or ``bench/simcse_sweep.py`` (``simcse_run``: its adapter/ and run.json). Returns the
+    manifest and the SimCSE settings (for calibration)."""
+    shipped = json.loads((shipped_dir() / MANIFEST).read_text())
+    run = json.loads((simcse_run / "run.json").read_text())["recipe"]
+    manifest = {
+        **{k: shipped[k] for k in ("alias", "base", "decoder2vec")},
+        "made_by": (
+            f"the shipped cpu-2h MNTP adapter, then SimCSE as trained in {simcse_run.name!r} "
+            "(bench/simcse_sweep.py on that adapter; settings below)"
+        ),
+        "encoder": dict(shipped["encoder"]),
+        "adapters": [],
+        "stages": [],
+    }
+    mntp = next(a for a in shipped["adapters"] if a["path"] == "mntp")
+    shutil.copytree(shipped_dir() / "mntp", dest / "mntp")
+    manifest["adapters"].append(mntp)
+    manifest["stages"].append(next(s for s in shipped["stages"] if s["name"] == "mntp"))
+    target = dest / "simcse"
+    target.mkdir(parents=True)
+    source = simcse_run / "adapter"
+    weights = {k: v.to(torch.float16).contiguous() for k, v in load_file(source / ADAPTER_FILES[1]).items()}
+    save_file(weights, target / ADAPTER_FILES[1])
+    config = json.loads((source / ADAPTER_FILES[0]).read_text())
+    config["base_model_name_or_path"] = shipped["base"]
+    (target / ADAPTER_FILES[0]).write_text(json.dumps(config, indent=2) + "\n")
+    manifest["adapters"].append({"path": "simcse", "sha256": {n: sha256(target / n) for n in ADAPTER_FILES}})
+    keep = ("data", "max_steps", "batch_size", "max_seq_length", "learning_rate", "warmup_steps", "lora")
+    extra = ("temperature", "attention_dropout", "matryoshka_dims", "seed")
+    manifest["stages"].append({"name": "simcse", **{k: run[k] for k in keep + extra if k in run}})
+    if run.get("matryoshka_dims"):
+        manifest["encoder"]["matryoshka_dimensions"] = sorted(run["matryoshka_dims"], reverse=True)
+    return manifest, run
+
+
+def add_calibration(bundle: Path, manifest: dict, simcse: dict) -> None:
     """Calibrate the encoder as built from the bundle on its SimCSE corpus; record the file and its hash."""
     import numpy as np
 
@@ -104,7 +142,10 @@ def add_calibration(bundle: Path, manifest: dict, recipe: dict) -> None:
     from decoder2vec.training.recipes.pipeline import calibration_sample
 
     encoder = Encoder.from_pretrained(default_encoder_folder(bundle))
-    encoder.calibrate(calibration_sample(from_dict(SimCSEConfig, recipe["simcse"])))
+    keys = ("data", "text_field", "min_words")
+    encoder.calibrate(
+        calibration_sample(from_dict(SimCSEConfig, {k: simcse[k] for k in keys if k in simcse}))
+    )
     np.save(bundle / CALIBRATION, encoder.calibration.astype(np.float16), allow_pickle=False)
     manifest["calibration"] = {
         "path": CALIBRATION,
@@ -115,7 +156,12 @@ def add_calibration(bundle: Path, manifest: dict, recipe: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("run", type=Path)
+    parser.add_argument("run", type=Path, help="a convert run, or with --simcse-only a one-stage SimCSE run")
+    parser.add_argument(
+        "--simcse-only",
+        action="store_true",
+        help="RUN is a SimCSE run on the shipped MNTP adapter: keep that adapter, replace the SimCSE one",
+    )
     parser.add_argument("--dest", type=Path, default=shipped_dir())
     parser.add_argument("--data-dir", type=Path, default=SHARED)
     parser.add_argument("--no-scores", action="store_true", help="build and check only (a dry run)")
@@ -123,9 +169,13 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(dir=args.dest.parent) as tmp:
         bundle = Path(tmp) / "bundle"
-        manifest = write_bundle(args.run, bundle)
+        if args.simcse_only:
+            manifest, simcse = write_restage_bundle(args.run, bundle)
+        else:
+            manifest = write_bundle(args.run, bundle)
+            simcse = json.loads((args.run / "recipe.json").read_text())["recipe"]["simcse"]
         (bundle / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        add_calibration(bundle, manifest, json.loads((args.run / "recipe.json").read_text())["recipe"])
+        add_calibration(bundle, manifest, simcse)
         (bundle / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         from decoder2vec import Encoder
 
