@@ -483,9 +483,11 @@ class Encoder:
                 raise OutputExistsError(
                     f"{target} already holds a saved encoder; pass overwrite=True to replace it"
                 )
-        return replace_entries(target, self._write, owned=is_encoder_file)
+        return replace_entries(target, self.write_files, owned=is_encoder_file)
 
-    def _write(self, folder: Path) -> None:
+    def write_files(self, folder: Path) -> None:
+        """Write the encoder's files into ``folder`` as they are (no checks, not atomic): what ``save`` runs in
+        its temporary folder, and what callers that publish a folder of their own (``convert``) use."""
         save_backbone(self.model, self.tokenizer, folder)
         settings = {
             "pooling": self.pooling,

@@ -316,7 +316,7 @@ def _teacher(out: Path, cfg: PipelineConfig, adapters: list[str], state) -> Path
         model, tokenizer = load_backbone(
             cfg.model, bidirectional=True, adapters=adapters or None, dtype="float32", device="cpu"
         )
-        Encoder(model, tokenizer, pooling=cfg.pooling, matryoshka_dimensions=_matryoshka(cfg))._write(tmp)
+        Encoder(model, tokenizer, pooling=cfg.pooling, matryoshka_dimensions=_matryoshka(cfg)).write_files(tmp)
 
     if state.is_main_process:
         publish_folder(folder, build)
@@ -332,7 +332,7 @@ def _publish(out: Path, encoder, adapters: list[str], record: dict[str, Any]) ->
     """
 
     def build(tmp: Path) -> None:
-        encoder._write(tmp)
+        encoder.write_files(tmp)
         for adapter in adapters:
             shutil.copytree(adapter, tmp / "adapters" / Path(adapter).parent.name)
         (tmp / RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")
