@@ -48,11 +48,12 @@ def test_bundle_is_small_fp16_and_says_how_it_was_made():
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
-def test_a_damaged_adapter_file_is_an_error_naming_it(tmp_path, damage, monkeypatch):
+@pytest.mark.parametrize("file", ["simcse/adapter_model.safetensors", "calibration.npy"])
+def test_a_damaged_adapter_file_is_an_error_naming_it(tmp_path, damage, file, monkeypatch):
     monkeypatch.setenv("DECODER2VEC_HOME", str(tmp_path / "cache"))
     bundle = tmp_path / "bundle"
     shutil.copytree(shipped_dir(), bundle)
-    weights = bundle / "simcse" / "adapter_model.safetensors"
+    weights = bundle / file
     if damage == "delete":
         weights.unlink()
     else:
@@ -93,6 +94,9 @@ def test_alias_builds_once_and_matches_pinned_embeddings(built):
     emb = encoder.encode(SENTENCES)
     for sentence, row in zip(SENTENCES, emb):
         np.testing.assert_allclose(row[:6], PINNED[sentence], atol=1e-4)
+    # the shipped int8 calibration sample: 1,000 corpus sentences, as the bundle records
+    assert encoder.calibration.shape == (1000, encoder.embedding_dim)
+    assert encoder.encode(SENTENCES, precision="int8").dtype == np.int8
 
 
 @pytest.mark.real_model
