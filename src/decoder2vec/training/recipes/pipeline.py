@@ -316,7 +316,8 @@ def _teacher(out: Path, cfg: PipelineConfig, adapters: list[str], state) -> Path
         model, tokenizer = load_backbone(
             cfg.model, bidirectional=True, adapters=adapters or None, dtype="float32", device="cpu"
         )
-        Encoder(model, tokenizer, pooling=cfg.pooling, matryoshka_dimensions=_matryoshka(cfg)).write_files(tmp)
+        encoder = Encoder(model, tokenizer, pooling=cfg.pooling, matryoshka_dimensions=_matryoshka(cfg))
+        encoder.write_files(tmp)
 
     if state.is_main_process:
         publish_folder(folder, build)
