@@ -364,14 +364,11 @@ def late_pooled(
         [documents[d].ids[start : start + budget] for d, start, _ in jobs], instruction
     )
     pooled = np.zeros((row, encoder.embedding_dim), dtype=np.float32)
-    lengths = np.array([len(s.ids) for s in sequences])
-    order = np.argsort(-lengths, kind="stable")
-    batches = encoder.batch_plan(lengths[order], batch_size)
+    batches = encoder.sorted_batches(sequences, batch_size)
     if show_progress_bar is None:
         show_progress_bar = len(batches) > 1 and sys.stderr.isatty()
     with tqdm(total=len(jobs), desc="Late chunking", unit="window", disable=not show_progress_bar) as bar:
-        for begin, end in batches:
-            index = order[begin:end]
+        for index in batches:
             batch = builder.collate([sequences[i] for i in index], "right").to(encoder.device)
             with torch.inference_mode():
                 hidden = encoder.model(

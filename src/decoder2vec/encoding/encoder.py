@@ -307,14 +307,11 @@ class Encoder:
         :meth:`forward_sequences` each, then ``output``'s truncation, normalization and quantization."""
         output = output or OutputSpec()
         pooled = np.zeros((len(sequences), self.embedding_dim), dtype=np.float32)
-        lengths = np.array([len(s.ids) for s in sequences])
-        order = np.argsort(-lengths, kind="stable")  # longest first: little padding per batch
-        batches = self.batch_plan(lengths[order], batch_size)
+        batches = self.sorted_batches(sequences, batch_size)
         if show_progress_bar is None:
             show_progress_bar = len(batches) > 1 and sys.stderr.isatty()
         with tqdm(total=len(sequences), desc="Encoding", unit="text", disable=not show_progress_bar) as bar:
-            for start, stop in batches:
-                index = order[start:stop]
+            for index in batches:
                 pooled[index] = self.forward_sequences([sequences[i] for i in index]).numpy()
                 bar.update(len(index))
         return finish(pooled, output)
@@ -398,6 +395,13 @@ class Encoder:
         if self.max_batch_tokens is not None:
             return self.max_batch_tokens
         return CPU_BATCH_TOKENS if self.device.type == "cpu" else None
+
+    def sorted_batches(self, sequences: list[Sequence], batch_size: int) -> list[np.ndarray]:
+        """The positions in ``sequences`` of each forward: longest first (little padding per batch), cut by
+        :meth:`batch_plan`."""
+        lengths = np.array([len(s.ids) for s in sequences])
+        order = np.argsort(-lengths, kind="stable")
+        return [order[start:stop] for start, stop in self.batch_plan(lengths[order], batch_size)]
 
     def batch_plan(self, sorted_lengths: np.ndarray, batch_size: int) -> list[tuple[int, int]]:
         """``[start, stop)`` batches of length-sorted (longest first) sequences, under this encoder's
