@@ -67,3 +67,42 @@ def test_matryoshka_dimension_wider_than_the_model_is_refused(tiny_word_llama, t
     )
     with pytest.raises(ConfigError, match=r"\[1, 32\]"):
         run_simcse(cfg, tmp_path / "run")
+
+
+def test_simcse_applies_matryoshka_weights(tiny_word_llama, text_corpus, tmp_path):
+    """Weights scale each prefix's term: weights of 3 everywhere give three times the unweighted first loss
+    (same seed, data and dropout, so the first step's embeddings are identical)."""
+
+    def first_loss(name: str, weights: list[float]) -> float:
+        cfg = SimCSEConfig(
+            model=str(tiny_word_llama),
+            data=str(text_corpus),
+            max_steps=1,
+            batch_size=4,
+            max_seq_length=16,
+            log_every=1,
+            matryoshka_dims=[32, 8],
+            matryoshka_weights=weights,
+        )
+        run_simcse(cfg, tmp_path / name)
+        rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        return next(r["loss"] for r in rows if "loss" in r)
+
+    assert first_loss("tripled", [3.0, 3.0]) == pytest.approx(3 * first_loss("plain", []), rel=1e-5)
+
+
+@pytest.mark.parametrize("weights", [[1.0], [1.0, 0.0], [1.0, -2.0]])
+def test_bad_matryoshka_weights_are_refused_before_anything_is_written(
+    tiny_word_llama, text_corpus, tmp_path, weights
+):
+    cfg = SimCSEConfig(
+        model=str(tiny_word_llama),
+        data=str(text_corpus),
+        max_steps=1,
+        batch_size=4,
+        matryoshka_dims=[32, 8],
+        matryoshka_weights=weights,
+    )
+    with pytest.raises(ConfigError, match="matryoshka_weights"):
+        run_simcse(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -72,6 +72,9 @@ class ContrastiveConfig(StageConfig):
     # Matryoshka: the loss is also taken on these nested prefixes of the embedding (e.g. [576, 256, 128, 64])
     # and summed, so truncating to one of them keeps most of the quality. Empty: the full width only.
     matryoshka_dims: list[int] = field(default_factory=list)
+    # One weight per Matryoshka dimension (default 1 each, as sentence-transformers' MatryoshkaLoss); a
+    # larger weight on the full width trades a little of the small prefixes for the full vector's quality.
+    matryoshka_weights: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -475,6 +478,13 @@ def check_stage(cfg: StageConfig, stage: str) -> None:
         dims = cfg.matryoshka_dims
         if any(d < 1 for d in dims) or len(set(dims)) != len(dims):
             raise bad("matryoshka_dims", dims, "must be distinct positive integers, e.g. [576, 256, 128, 64]")
+        weights = cfg.matryoshka_weights
+        if weights and (len(weights) != len(dims) or any(not w > 0 for w in weights)):
+            raise bad(
+                "matryoshka_weights",
+                weights,
+                f"must be one positive weight per matryoshka_dims entry ({len(dims)}), e.g. [4, 1, 1, 1]",
+            )
     if isinstance(cfg, SimCSEConfig) and not 0 <= cfg.attention_dropout < 1:
         raise bad("attention_dropout", cfg.attention_dropout, "must be in [0, 1)")
     if isinstance(cfg, SupervisedConfig) and cfg.num_negatives < 0:

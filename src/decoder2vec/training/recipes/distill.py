@@ -429,7 +429,12 @@ class DistillRecipe(ContrastiveRecipe):
         )
         student = gather_with_grad(reps)
         return (
-            matryoshka_loss(loss_fn, (student, batch.teacher.to(student.device)), cfg.matryoshka_dims)
+            matryoshka_loss(
+                loss_fn,
+                (student, batch.teacher.to(student.device)),
+                cfg.matryoshka_dims,
+                cfg.matryoshka_weights or None,
+            )
             * self.world_size
         )
 

@@ -43,7 +43,10 @@ class SimCSERecipe(ContrastiveRecipe):
         # every sentence's second view is its positive; all other sentences of the global batch are negatives
         views = (gather_with_grad(a), gather_with_grad(b))
         loss = matryoshka_loss(
-            lambda x, y: simcse_loss(x, y, self.cfg.temperature), views, self.cfg.matryoshka_dims
+            lambda x, y: simcse_loss(x, y, self.cfg.temperature),
+            views,
+            self.cfg.matryoshka_dims,
+            self.cfg.matryoshka_weights or None,
         )
         return loss * self.world_size
 

@@ -65,6 +65,7 @@ class SupervisedRecipe(ContrastiveRecipe):
             lambda q, p, n: hard_negative_loss(q, p, n, self.cfg.temperature, mask),
             parts,
             self.cfg.matryoshka_dims,
+            self.cfg.matryoshka_weights or None,
         )
         return loss * self.world_size
 
