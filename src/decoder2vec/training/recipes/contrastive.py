@@ -22,6 +22,7 @@ from decoder2vec.training.config import ContrastiveConfig
 from decoder2vec.training.distributed import world
 from decoder2vec.training.gradcache import grad_cache_step, split_batch
 from decoder2vec.training.loop import Stage
+from decoder2vec.training.losses import matryoshka_loss
 from decoder2vec.training.modules import add_lora, set_attention_dropout
 from decoder2vec.training.recipes.common import (
     Recipe,
@@ -90,6 +91,10 @@ class ContrastiveRecipe(Recipe):
         DDP averages gradients over processes, and each process only backpropagates into its own rows,
         so the sum of the per-process gradients is the full-batch one."""
         raise NotImplementedError
+
+    def nested_loss(self, loss_fn, parts: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """``loss_fn`` on ``parts``, or with ``matryoshka_dims`` the weighted sum over their nested prefixes."""
+        return matryoshka_loss(loss_fn, parts, self.cfg.matryoshka_dims, self.cfg.matryoshka_weights or None)
 
     def step(self, model, batch: ContrastiveBatch, acc) -> dict[str, float]:
         run = lambda mb: embed(model, mb, acc.device)

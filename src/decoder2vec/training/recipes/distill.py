@@ -55,7 +55,7 @@ from decoder2vec.training.data.sampling import BatchPlan, shard
 from decoder2vec.training.distributed import gather_with_grad
 from decoder2vec.training.errors import SettingError, TrainingError
 from decoder2vec.training.loop import Stage
-from decoder2vec.training.losses import distill_loss, matryoshka_loss
+from decoder2vec.training.losses import distill_loss
 from decoder2vec.training.modules import add_lora, truncate_layers
 from decoder2vec.training.recipes.common import StageResult, load_for_training, save_adapter
 from decoder2vec.training.recipes.contrastive import ContrastiveBatch, ContrastiveRecipe
@@ -428,15 +428,7 @@ class DistillRecipe(ContrastiveRecipe):
             temperature=cfg.temperature,
         )
         student = gather_with_grad(reps)
-        return (
-            matryoshka_loss(
-                loss_fn,
-                (student, batch.teacher.to(student.device)),
-                cfg.matryoshka_dims,
-                cfg.matryoshka_weights or None,
-            )
-            * self.world_size
-        )
+        return self.nested_loss(loss_fn, (student, batch.teacher.to(student.device))) * self.world_size
 
     def stage(self) -> Stage:
         return Stage(

@@ -13,7 +13,7 @@ from decoder2vec.training.data.collate import concat_batches
 from decoder2vec.training.data.corpus import read_sentences
 from decoder2vec.training.data.sampling import BatchPlan, shard
 from decoder2vec.training.distributed import gather_with_grad
-from decoder2vec.training.losses import matryoshka_loss, simcse_loss
+from decoder2vec.training.losses import simcse_loss
 from decoder2vec.training.recipes.common import StageResult
 from decoder2vec.training.recipes.contrastive import ContrastiveBatch, ContrastiveRecipe
 
@@ -42,12 +42,7 @@ class SimCSERecipe(ContrastiveRecipe):
         a, b = reps.split(batch.sizes)
         # every sentence's second view is its positive; all other sentences of the global batch are negatives
         views = (gather_with_grad(a), gather_with_grad(b))
-        loss = matryoshka_loss(
-            lambda x, y: simcse_loss(x, y, self.cfg.temperature),
-            views,
-            self.cfg.matryoshka_dims,
-            self.cfg.matryoshka_weights or None,
-        )
+        loss = self.nested_loss(lambda x, y: simcse_loss(x, y, self.cfg.temperature), views)
         return loss * self.world_size
 
 

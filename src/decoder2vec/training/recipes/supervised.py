@@ -18,7 +18,7 @@ from decoder2vec.training.data.pairs import collate_pairs, read_pairs, task_grou
 from decoder2vec.training.data.sampling import BatchPlan, shard
 from decoder2vec.training.distributed import gather_objects, gather_with_grad
 from decoder2vec.training.errors import CorpusError
-from decoder2vec.training.losses import false_negative_mask, hard_negative_loss, matryoshka_loss
+from decoder2vec.training.losses import false_negative_mask, hard_negative_loss
 from decoder2vec.training.recipes.common import StageResult
 from decoder2vec.training.recipes.contrastive import ContrastiveBatch, ContrastiveRecipe
 
@@ -61,11 +61,8 @@ class SupervisedRecipe(ContrastiveRecipe):
             neg_keys = gather_objects(batch.negative_keys)
             mask = false_negative_mask(pos_keys, pos_keys + neg_keys)
         parts = (gather_with_grad(q), gather_with_grad(p), gather_with_grad(n))
-        loss = matryoshka_loss(
-            lambda q, p, n: hard_negative_loss(q, p, n, self.cfg.temperature, mask),
-            parts,
-            self.cfg.matryoshka_dims,
-            self.cfg.matryoshka_weights or None,
+        loss = self.nested_loss(
+            lambda q, p, n: hard_negative_loss(q, p, n, self.cfg.temperature, mask), parts
         )
         return loss * self.world_size
 
