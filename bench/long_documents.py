@@ -53,18 +53,12 @@ METHODS = ("naive", "late")
 # ------------------------------------------------------------------ the task
 def leads() -> list[tuple[str, str]]:
     """(query, body) of every Wikipedia lead with at least three sentences and a first sentence of 6+ words."""
-    from decoder2vec.training.data.corpus import split_sentences, wiki_articles
-
-    out = []
-    for text in wiki_articles():
-        sentences = split_sentences(text, min_words=1)
-        if len(sentences) >= 3 and len(sentences[0].split()) >= 6:
-            out.append((sentences[0], " ".join(sentences[1:])))
-    return out
+    return [(query, body) for _, query, body in titled_leads()]
 
 
 def titled_leads() -> list[tuple[str, str, str]]:
-    """(title, query, body) of the leads of ``leads()``, with each article's title."""
+    """(title, query, body) of every lead with at least three sentences and a first sentence of 6+ words, in
+    the file's (title-sorted) order."""
     from decoder2vec.training.data.corpus import split_sentences, wiki_data_file
 
     data = json.loads(wiki_data_file("en-us").read_text(encoding="utf-8"))
