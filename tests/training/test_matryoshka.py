@@ -18,6 +18,11 @@ from .conftest import SENTENCES
 from .test_gradcache import grads, make_embedder
 
 
+def simcse_config(model, corpus, **settings) -> SimCSEConfig:
+    """A SimCSE stage on the tiny model and corpus: batch 4, ``settings`` on top."""
+    return SimCSEConfig(model=str(model), data=str(corpus), batch_size=4, **settings)
+
+
 def test_gradcache_with_matryoshka_equals_full_batch(tiny_tokenizer):
     model = make_embedder(tiny_tokenizer, dropout=0.0)
     a = tokenize_batch(tiny_tokenizer, SENTENCES[:6], max_length=32)
@@ -42,11 +47,10 @@ def test_gradcache_with_matryoshka_equals_full_batch(tiny_tokenizer):
 
 
 def test_simcse_records_matryoshka_dimensions(tiny_word_llama, text_corpus, tmp_path):
-    cfg = SimCSEConfig(
-        model=str(tiny_word_llama),
-        data=str(text_corpus),
+    cfg = simcse_config(
+        tiny_word_llama,
+        text_corpus,
         max_steps=2,
-        batch_size=4,
         max_seq_length=16,
         learning_rate=1e-2,
         matryoshka_dims=[16, 32, 8],
@@ -62,9 +66,7 @@ def test_simcse_records_matryoshka_dimensions(tiny_word_llama, text_corpus, tmp_
 
 
 def test_matryoshka_dimension_wider_than_the_model_is_refused(tiny_word_llama, text_corpus, tmp_path):
-    cfg = SimCSEConfig(
-        model=str(tiny_word_llama), data=str(text_corpus), max_steps=2, batch_size=4, matryoshka_dims=[64, 8]
-    )
+    cfg = simcse_config(tiny_word_llama, text_corpus, max_steps=2, matryoshka_dims=[64, 8])
     with pytest.raises(ConfigError, match=r"\[1, 32\]"):
         run_simcse(cfg, tmp_path / "run")
 
@@ -74,11 +76,10 @@ def test_simcse_applies_matryoshka_weights(tiny_word_llama, text_corpus, tmp_pat
     (same seed, data and dropout, so the first step's embeddings are identical)."""
 
     def first_loss(name: str, weights: list[float]) -> float:
-        cfg = SimCSEConfig(
-            model=str(tiny_word_llama),
-            data=str(text_corpus),
+        cfg = simcse_config(
+            tiny_word_llama,
+            text_corpus,
             max_steps=1,
-            batch_size=4,
             max_seq_length=16,
             log_every=1,
             matryoshka_dims=[32, 8],
@@ -95,13 +96,8 @@ def test_simcse_applies_matryoshka_weights(tiny_word_llama, text_corpus, tmp_pat
 def test_bad_matryoshka_weights_are_refused_before_anything_is_written(
     tiny_word_llama, text_corpus, tmp_path, weights
 ):
-    cfg = SimCSEConfig(
-        model=str(tiny_word_llama),
-        data=str(text_corpus),
-        max_steps=1,
-        batch_size=4,
-        matryoshka_dims=[32, 8],
-        matryoshka_weights=weights,
+    cfg = simcse_config(
+        tiny_word_llama, text_corpus, max_steps=1, matryoshka_dims=[32, 8], matryoshka_weights=weights
     )
     with pytest.raises(ConfigError, match="matryoshka_weights"):
         run_simcse(cfg, tmp_path / "run")
