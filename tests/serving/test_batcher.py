@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from decoder2vec.encoding.encoder import plan_batches
+from decoder2vec.encoding.encoder import MAX_ATTENTION_CELLS, plan_batches
 from decoder2vec.encoding.tokenization import Sequence
 from decoder2vec.serving.batcher import DynamicBatcher, plan_round
 
@@ -18,9 +18,14 @@ def cost(plan, lengths, overhead):
     return sum(overhead + (stop - start) * lengths[start] for start, stop in plan)
 
 
-def fits(plan, lengths, max_texts, max_tokens):
+def fits(plan, lengths, max_texts, max_tokens, max_attention=None):
     return all(
-        stop - start == 1 or (stop - start <= max_texts and (stop - start) * lengths[start] <= max_tokens)
+        stop - start == 1
+        or (
+            stop - start <= max_texts
+            and (stop - start) * lengths[start] <= max_tokens
+            and (max_attention is None or (stop - start) * lengths[start] ** 2 <= max_attention)
+        )
         for start, stop in plan
     )
 
@@ -39,12 +44,13 @@ def test_plan_round_is_the_cheapest_split(seed):
     lengths = np.sort(rng.integers(1, 40, n))[::-1]
     max_texts, max_tokens = int(rng.integers(1, 6)), int(rng.integers(20, 120))
     overhead = float(rng.choice([0, 5, 16, 100]))
-    plan = plan_round(lengths, max_texts, max_tokens, overhead)
+    max_attention = [None, 2000][seed % 2]
+    plan = plan_round(lengths, max_texts, max_tokens, overhead, max_attention)
     # Covers every sequence once, in order, within the limits.
     assert plan[0][0] == 0 and plan[-1][1] == n
     assert all(a[1] == b[0] for a, b in itertools.pairwise(plan))
-    assert fits(plan, lengths, max_texts, max_tokens)
-    feasible = [p for p in all_plans(n) if fits(p, lengths, max_texts, max_tokens)]
+    assert fits(plan, lengths, max_texts, max_tokens, max_attention)
+    feasible = [p for p in all_plans(n) if fits(p, lengths, max_texts, max_tokens, max_attention)]
     assert cost(plan, lengths, overhead) == pytest.approx(min(cost(p, lengths, overhead) for p in feasible))
 
 
@@ -58,6 +64,20 @@ def test_plan_round_extremes():
     assert plan_round(lengths, 64, 1024, 16) == [(0, 1), (1, 4), (4, 8)]
     # An over-long text still goes, alone.
     assert plan_round(np.array([500, 400]), 64, 100, 16) == [(0, 1), (1, 2)]
+
+
+def test_plan_round_keeps_the_encoders_attention_bound():
+    # A GPU's token budget (16,384) would take two 8k documents in one forward; the attention bound that
+    # Encoder.encode keeps (one 8k sequence's cells) splits them, as plan_batches does, while short texts
+    # still share forwards.
+    long = np.array([8192, 8192])
+    assert plan_round(long, 64, 16384, 16, None) == [(0, 2)]
+    assert (
+        plan_round(long, 64, 16384, 0)
+        == [(0, 1), (1, 2)]
+        == plan_batches(long, 64, 16384, MAX_ATTENTION_CELLS)
+    )
+    assert plan_round(np.array([64] * 8), 64, 16384, 16) == [(0, 8)]
 
 
 def test_batcher_runs_the_planned_forwards_and_returns_each_request_its_rows():

@@ -33,7 +33,14 @@ from decoder2vec.encoding.tokenization import Sequence, SequenceBuilder, Tokeniz
 from decoder2vec.errors import OutputExistsError
 from decoder2vec.io import check_unicode, replace_entries
 
-__all__ = ["CPU_BATCH_TOKENS", "ENCODER_CONFIG", "Encoder", "read_encoder_config"]
+__all__ = [
+    "CPU_BATCH_TOKENS",
+    "ENCODER_CONFIG",
+    "MAX_ATTENTION_CELLS",
+    "Encoder",
+    "plan_batches",
+    "read_encoder_config",
+]
 
 # On CPU, activations of a few thousand tokens stay in cache during the memory-bound element-wise
 # ops (norms, RoPE, SiLU), which take ~40% of a forward; bigger batches only add cache misses.

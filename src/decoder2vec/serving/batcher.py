@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from decoder2vec.encoding.encoder import MAX_ATTENTION_CELLS
 from decoder2vec.encoding.tokenization import Sequence
 from decoder2vec.serving.metrics import ServerMetrics
 
@@ -27,7 +28,11 @@ EmbedFn = Callable[[list[Sequence]], torch.Tensor]
 
 
 def plan_round(
-    sorted_lengths: np.ndarray, max_texts: int, max_tokens: int, overhead_tokens: float
+    sorted_lengths: np.ndarray,
+    max_texts: int,
+    max_tokens: int,
+    overhead_tokens: float,
+    max_attention: int | None = MAX_ATTENTION_CELLS,
 ) -> list[tuple[int, int]]:
     """Split length-sorted (longest first) sequences into ``[start, stop)`` forwards of least cost.
 
@@ -36,7 +41,9 @@ def plan_round(
     one forward for all of it pads every short text to the longest (measured: 1.5x the time of
     globally sorted batches on STS-B sentences), one forward per text pays the overhead each time.
     ``f[i]``, the least cost of sequences ``i..``, is ``overhead + min_j (j - i) * L[i] + f[j]`` over the
-    forwards ``[i, j)`` that fit ``max_texts`` and ``max_tokens`` (a single text always fits).
+    forwards ``[i, j)`` that fit ``max_texts``, ``max_tokens`` and ``max_attention`` attention cells (size
+    times the longest length squared, the bound ``Encoder.encode`` keeps: long documents never stack into
+    one forward whatever the token budget); a single text always fits.
     """
     n = len(sorted_lengths)
     best = np.zeros(n + 1)  # best[i]: least cost of sequences i..n-1
@@ -44,6 +51,8 @@ def plan_round(
     for i in range(n - 1, -1, -1):
         longest = int(sorted_lengths[i])
         fits = min(max_texts, max(1, max_tokens // longest), n - i)
+        if max_attention is not None:
+            fits = min(fits, max(1, max_attention // longest**2))
         costs = best[i + 1 : i + fits + 1] + np.arange(1, fits + 1) * longest
         k = int(np.argmin(costs))
         best[i], stop[i] = overhead_tokens + costs[k], i + k + 1
