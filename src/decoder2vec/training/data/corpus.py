@@ -54,6 +54,10 @@ def wiki_articles(language: str = "en-us") -> list[str]:
     return [t for t in texts if t]
 
 
+# The training splitter, kept apart from encoding.chunking.sentence_starts on purpose: that one (CJK and
+# line-break boundaries, a longer abbreviation list, character offsets) splits 228 of the 10,033 English
+# wiki leads differently, so sharing it would change the SimCSE sentences and the shipped cpu-2h recipe
+# would no longer reproduce its encoder byte for byte (BENCHMARKS.md, "Reproduction").
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 _ABBREVIATIONS = {
     "mr.",
