@@ -215,3 +215,26 @@ def test_unknown_recipe_key_is_named(tmp_path):
     bad.write_text("mntp: {mask_prob: 0.3}\n")
     with pytest.raises(TrainingError, match="unknown key.*mask_prob"):
         load_pipeline(bad)
+
+
+def test_train_resume_reads_the_recorded_settings(tiny_word_llama, text_corpus, tmp_path):
+    out = tmp_path / "m"
+    flags = ["--model", str(tiny_word_llama), "--data", str(text_corpus), "--batch-size", "2"]
+    flags += ["--max-seq-length", "16", "--steps", "2", "--mask-strategy", "all_mask"]
+    first = runner.invoke(app, ["train", "mntp", *flags, "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    lines = (out / "metrics.jsonl").read_text()
+    adapter = (out / "adapter" / "adapter_model.safetensors").read_bytes()
+
+    # no flags: the run's own settings (the defaults would be another model, data and schedule)
+    resumed = runner.invoke(app, ["train", "mntp", "--out", str(out), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert (out / "metrics.jsonl").read_text() == lines  # finished: nothing trained again
+    assert (out / "adapter" / "adapter_model.safetensors").read_bytes() == adapter
+
+    # a flag that disagrees with the recorded run is named; another stage's command is refused
+    changed = runner.invoke(app, ["train", "mntp", "--out", str(out), "--resume", "--steps", "3"])
+    assert changed.exit_code == 1 and "max_steps" in changed.output
+    other = runner.invoke(app, ["train", "simcse", "--out", str(out), "--resume"])
+    assert other.exit_code == 1 and "'mntp' run" in other.output
+    assert (out / "metrics.jsonl").read_text() == lines

@@ -16,7 +16,14 @@ from typing import Annotated
 
 import typer
 
-from decoder2vec.training.config import STAGES, StageSpec, apply_overrides, load_pipeline, load_stage
+from decoder2vec.training.config import (
+    STAGES,
+    StageSpec,
+    apply_overrides,
+    from_dict,
+    load_pipeline,
+    load_stage,
+)
 
 ConfigOpt = Annotated[
     str | None,
@@ -30,7 +37,12 @@ BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Batch size p
 LenOpt = Annotated[int | None, typer.Option("--max-seq-length", help="Tokens per sequence.")]
 SeedOpt = Annotated[int | None, typer.Option("--seed")]
 ADAPTER_HELP = "LoRA adapter folder to merge first (repeatable)."
-ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--resume", help="Continue from the newest checkpoint in --out, with the settings the run recorded."
+    ),
+]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a previous run in --out.")]
 MERGE_HELP = "Also write the merged model / ready encoder."
 SetOpt = Annotated[
@@ -49,8 +61,13 @@ def _overrides(cfg, **values) -> None:
 
 
 def _run_stage(spec: StageSpec, config, set_, out, resume: bool, overwrite: bool, **flags):
-    """What every ``train`` command does: recipe file, then its flags, then ``--set``; run; report."""
-    cfg = load_stage(spec.config, config, spec.name)
+    """What every ``train`` command does: recipe file, then its flags, then ``--set``; run; report.
+
+    ``--resume`` without ``--config`` starts from the settings the run in ``out`` recorded, so flags need
+    not be repeated; any that are given must agree with them (the resume check names each difference)."""
+    cfg = recorded_stage(spec, out) if resume and config is None else None
+    if cfg is None:
+        cfg = load_stage(spec.config, config, spec.name)
     _overrides(cfg, **flags)
     apply_overrides(cfg, set_, prefix=spec.name)
     result = spec.run(cfg, out, resume=resume, overwrite=overwrite)
@@ -58,6 +75,20 @@ def _run_stage(spec: StageSpec, config, set_, out, resume: bool, overwrite: bool
     if result.merged:
         lines.append(f"{spec.output}: {result.merged}")
     _report("\n".join(lines))
+
+
+def recorded_stage(spec: StageSpec, out: Path):
+    """The settings of the ``spec`` run in ``out`` (its ``run.json``), or None when ``out`` holds no run."""
+    from decoder2vec.training.checkpoint import recorded_recipe
+    from decoder2vec.training.errors import SettingError
+
+    found = recorded_recipe(Path(out).expanduser())
+    if found is None:
+        return None
+    stage, recipe = found
+    if stage != spec.name:
+        raise SettingError(f"{out} holds a '{stage}' run, not '{spec.name}': resume it with `train {stage}`")
+    return from_dict(spec.config, recipe, str(Path(out) / "run.json"))
 
 
 def _report(text: str) -> None:
