@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from decoder2vec.training.config import DistillConfig, LoraSettings
 from decoder2vec.training.losses import distill_loss, matryoshka_loss
 from decoder2vec.training.recipes.distill import TEACHER_CACHE, run_distill
+from tests.training.killing import run_until_killed
 
 HELD_OUT = [
     "a green bird flows in the sea",
@@ -238,31 +239,9 @@ def test_resume_after_a_crash_is_exact(teacher, text_corpus, tmp_path):
 
 
 def test_resume_after_sigkill_is_exact(teacher, text_corpus, tmp_path):
-    import signal
-    import subprocess
-    import sys
-    import textwrap
-
     cfg = config(teacher, text_corpus, full_finetune=True)
     run_distill(cfg, tmp_path / "straight")
-    settings = {**cfg.__dict__, "lora": dict(vars(cfg.lora))}  # plain values, so repr() round-trips
-    script = textwrap.dedent(f"""
-        import os, signal
-        import torch
-        torch.set_num_threads({torch.get_num_threads()})  # bitwise equality needs the same reduction order
-        from decoder2vec.training.config import DistillConfig, LoraSettings
-        from decoder2vec.training.recipes.distill import run_distill
-        cfg = DistillConfig(**{settings!r})
-        cfg.lora = LoraSettings(**cfg.lora)
-        def kill(step):
-            if step == 5:
-                os.kill(os.getpid(), signal.SIGKILL)
-        run_distill(cfg, {str(tmp_path / "killed")!r}, callbacks=[kill])
-    """)
-    proc = subprocess.run(
-        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    run_until_killed(cfg, "decoder2vec.training.recipes.distill:run_distill", tmp_path / "killed", step=5)
     run_distill(cfg, tmp_path / "killed", resume=True)
     a = load_file(str(tmp_path / "straight" / "encoder" / "model.safetensors"))
     b = load_file(str(tmp_path / "killed" / "encoder" / "model.safetensors"))

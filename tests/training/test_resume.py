@@ -1,8 +1,5 @@
 """A run killed mid-way and resumed ends with exactly the weights of an uninterrupted run."""
 
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -13,6 +10,7 @@ from decoder2vec.training.config import LoraSettings, MNTPConfig, SimCSEConfig, 
 from decoder2vec.training.recipes.mntp import run_mntp
 from decoder2vec.training.recipes.simcse import run_simcse
 from decoder2vec.training.recipes.supervised import run_supervised
+from tests.training.killing import run_until_killed
 
 
 class Crash(RuntimeError):
@@ -87,24 +85,7 @@ def test_resume_after_crash_matches_uninterrupted(stage, tiny_word_llama, text_c
 def test_resume_after_sigkill(tiny_word_llama, text_corpus, tmp_path):
     cfg = configs(tiny_word_llama, text_corpus, text_corpus)["mntp"][1]
     run_mntp(cfg, tmp_path / "straight")
-    settings = {**cfg.__dict__, "lora": dict(vars(cfg.lora))}  # plain values, so repr() round-trips
-    script = textwrap.dedent(f"""
-        import os, signal
-        import torch
-        torch.set_num_threads({torch.get_num_threads()})  # bitwise equality needs the same reduction order
-        from decoder2vec.training.config import MNTPConfig, LoraSettings
-        from decoder2vec.training.recipes.mntp import run_mntp
-        cfg = MNTPConfig(**{settings!r})
-        cfg.lora = LoraSettings(**cfg.lora)
-        def kill(step):
-            if step == 5:
-                os.kill(os.getpid(), signal.SIGKILL)
-        run_mntp(cfg, {str(tmp_path / "killed")!r}, callbacks=[kill])
-    """)
-    proc = subprocess.run(
-        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == -9, proc.stderr[-2000:]
+    run_until_killed(cfg, "decoder2vec.training.recipes.mntp:run_mntp", tmp_path / "killed", step=5)
     assert sorted(p.name for p in (tmp_path / "killed").glob("checkpoint-*")) == [
         "checkpoint-00000002",
         "checkpoint-00000004",
