@@ -127,17 +127,23 @@ def identity_diff(saved: dict[str, Any], current: dict[str, Any], prefix: str = 
     return diffs
 
 
+def read_record(file: Path) -> Any:
+    """A JSON record a run wrote (``run.json``, a conversion's ``pipeline.json``); invalid JSON is an error
+    naming the file and the way out."""
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise TrainingError(
+            f"{file} is not valid JSON ({exc}); pass the settings again with --overwrite"
+        ) from None
+
+
 def recorded_recipe(run_dir: Path) -> tuple[str, dict[str, Any]] | None:
     """The stage name and settings a run in ``run_dir`` started with (its ``run.json``); None without one."""
     run_file = run_dir / RUN_FILE
     if not run_file.is_file():
         return None
-    try:
-        data = json.loads(run_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise TrainingError(
-            f"{run_file} is not valid JSON ({exc}); pass the settings again with --overwrite"
-        ) from None
+    data = read_record(run_file)
     if not isinstance(data, dict) or not isinstance(data.get("recipe"), dict):
         raise TrainingError(f"{run_file} records no recipe; pass the settings again with --overwrite")
     return str(data.get("stage", "")), data["recipe"]

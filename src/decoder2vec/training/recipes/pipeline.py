@@ -31,7 +31,7 @@ from typing import Any
 
 from decoder2vec.encoder_config import is_encoder_file
 from decoder2vec.io import replace_entries, write_file_atomic
-from decoder2vec.training.checkpoint import RUN_FILE, identity_diff
+from decoder2vec.training.checkpoint import RUN_FILE, identity_diff, read_record
 from decoder2vec.training.config import STAGES, PipelineConfig, from_dict, to_dict
 from decoder2vec.training.errors import OutputExistsError, ResumeMismatchError, SettingError, TrainingError
 
@@ -67,12 +67,7 @@ def recorded_pipeline(out: str | Path) -> tuple[PipelineConfig, str | None] | No
     for file in (out / "stages" / PIPELINE_RECORD, out / RECORD):
         if not file.is_file():
             continue
-        try:
-            data = json.loads(file.read_text())
-        except json.JSONDecodeError as exc:
-            raise TrainingError(
-                f"{file} is not valid JSON ({exc}); pass the settings again with --overwrite"
-            ) from exc
+        data = read_record(file)
         if isinstance(data, dict) and isinstance(data.get("recipe"), dict):
             recipe = {k: v for k, v in data["recipe"].items() if k != "description"}
             return from_dict(PipelineConfig, recipe, str(file)), data.get("recipe_source")
