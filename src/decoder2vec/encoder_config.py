@@ -8,10 +8,13 @@ only numpy and the standard library: no torch, no model code.
 A saved encoder folder holds, besides the HF model files::
 
     decoder2vec_config.json            our settings (pooling, max_length, append_eos, bidirectional,
-                                       matryoshka_dimensions)
+                                       matryoshka_dimensions, projection)
     decoder2vec_calibration.npy        raw pooled embeddings of a text sample (int8 ranges), optional
     modules.json, sentence_bert_config.json, config_sentence_transformers.json, 1_Pooling/config.json
                                        sentence-transformers' stock Transformer -> Pooling modules
+    2_Dense/config.json, 2_Dense/model.safetensors
+                                       an output projection after pooling (a distilled student's map into
+                                       its teacher's space), as sentence-transformers' stock Dense module
     config.json                        + "matryoshka_dimensions" (the field vLLM reads)
 """
 
@@ -28,6 +31,10 @@ from decoder2vec.io import write_file_atomic
 
 ENCODER_CONFIG = "decoder2vec_config.json"
 CALIBRATION_FILE = "decoder2vec_calibration.npy"
+# The projection's weights live once, where sentence-transformers' Dense module reads them.
+PROJECTION_FOLDER = "2_Dense"
+PROJECTION_WEIGHTS = "model.safetensors"
+PROJECTION_KEY = "linear.weight"  # (out_features, in_features), as nn.Linear stores it
 POOLING_MODES = ("mean", "weighted_mean", "last_token", "bos")
 PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 DEFAULT_MAX_LENGTH = 512
@@ -38,6 +45,7 @@ DEFAULTS = {
     "append_eos": False,
     "bidirectional": True,
     "matryoshka_dimensions": None,
+    "projection": None,  # {"in_features": pooled width, "out_features": embedding width} when there is one
 }
 
 
@@ -142,6 +150,38 @@ def read_calibration(path: str | Path) -> np.ndarray | None:
     return sample.astype(np.float32)
 
 
+def read_projection(path: str | Path, saved: dict | None = None) -> np.ndarray | None:
+    """The output projection a saved encoder holds ((out, in) float32), or None; checked against the shape
+    its ``decoder2vec_config.json`` records, so a damaged folder fails before any weights load."""
+    saved = read_encoder_config(path) if saved is None else saved
+    shape = saved.get("projection")
+    if not shape:
+        return None
+    file = Path(path) / PROJECTION_FOLDER / PROJECTION_WEIGHTS
+    if not file.is_file():
+        raise InputError(f"{Path(path) / ENCODER_CONFIG} records a projection but {file} is missing")
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        weight = load_file(str(file)).get(PROJECTION_KEY)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputError(
+            f"{file} is not a readable safetensors file ({exc}); save the encoder again"
+        ) from exc
+    expected = (int(shape["out_features"]), int(shape["in_features"]))
+    if weight is None or weight.shape != expected:
+        got = "no tensor" if weight is None else f"shape {weight.shape}"
+        raise InputError(f"{file}: '{PROJECTION_KEY}' must be a {expected} matrix, found {got}")
+    return weight.astype(np.float32)
+
+
+def embedding_width(saved: dict, hidden_size: int) -> int:
+    """The width of a saved encoder's vectors: its projection's output, else the model's hidden size."""
+    projection = saved.get("projection")
+    return int(projection["out_features"]) if projection else int(hidden_size)
+
+
 # ------------------------------------------------------------------ writing one
 # Our pooling names -> sentence-transformers' boolean keys. ST's "cls" takes the first real token,
 # which is what our "bos" mode does.
@@ -170,6 +210,7 @@ ENCODER_FILES = (
     "sentence_bert_config.json",
     "config_sentence_transformers.json",
     "1_Pooling",
+    PROJECTION_FOLDER,
 )
 
 
@@ -181,16 +222,30 @@ def is_encoder_file(name: str) -> bool:
 
 
 def write_encoder_files(
-    folder: Path, settings: dict, embedding_dim: int, calibration: np.ndarray | None = None
+    folder: Path,
+    settings: dict,
+    embedding_dim: int,
+    calibration: np.ndarray | None = None,
+    projection: np.ndarray | None = None,
 ) -> None:
-    """Write our settings, the calibration sample and the sentence-transformers files into ``folder``
-    (which already holds the HF model), and add ``matryoshka_dimensions`` to its config.json.
+    """Write our settings, the calibration sample, the projection and the sentence-transformers files into
+    ``folder`` (which already holds the HF model), and add ``matryoshka_dimensions`` to its config.json.
 
     ``SentenceTransformer(folder)`` then loads it with its stock modules, no ``trust_remote_code``:
-    bidirectionality travels in config.json (``is_causal: false``), the pooling mode in 1_Pooling/.
+    bidirectionality travels in config.json (``is_causal: false``), the pooling mode in 1_Pooling/, the
+    projection (an (out, in) matrix applied after pooling, ``embedding_dim`` = out) in 2_Dense/.
     """
     folder = Path(folder)
     settings = {key: settings.get(key, DEFAULTS[key]) for key in DEFAULTS}
+    pooled_dim = embedding_dim
+    if projection is not None:
+        projection = np.ascontiguousarray(projection, dtype=np.float32)
+        if projection.ndim != 2 or projection.shape[0] != embedding_dim:
+            raise ValueError(f"a projection must be an ({embedding_dim}, in) matrix, got {projection.shape}")
+        pooled_dim = int(projection.shape[1])
+        settings["projection"] = {"in_features": pooled_dim, "out_features": embedding_dim}
+    else:
+        settings["projection"] = None
     _dump(folder / ENCODER_CONFIG, settings)
     if calibration is not None:
         buffer = io.BytesIO()
@@ -210,11 +265,27 @@ def write_encoder_files(
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
     ]
-    pooling_config = {"word_embedding_dimension": embedding_dim, **{key: False for key in _ST_ALL_KEYS}}
+    pooling_config = {"word_embedding_dimension": pooled_dim, **{key: False for key in _ST_ALL_KEYS}}
     pooling_config[ST_POOLING_KEYS[settings["pooling"]]] = True
     # Instructions (ST "prompts") are attended to but not pooled, as in decoder2vec.
     pooling_config["include_prompt"] = False
     (folder / "1_Pooling").mkdir(parents=True, exist_ok=True)
+    if projection is not None:
+        from safetensors.numpy import save
+
+        # sentence-transformers' Dense: linear, no bias, identity activation (a plain matrix, as ours)
+        dense = {
+            "in_features": pooled_dim,
+            "out_features": embedding_dim,
+            "bias": False,
+            "activation_function": "torch.nn.modules.linear.Identity",
+        }
+        (folder / PROJECTION_FOLDER).mkdir(parents=True, exist_ok=True)
+        _dump(folder / PROJECTION_FOLDER / "config.json", dense)
+        write_file_atomic(folder / PROJECTION_FOLDER / PROJECTION_WEIGHTS, save({PROJECTION_KEY: projection}))
+        modules.append(
+            {"idx": 2, "name": "2", "path": PROJECTION_FOLDER, "type": "sentence_transformers.models.Dense"}
+        )
     _dump(folder / "modules.json", modules)
     _dump(
         folder / "sentence_bert_config.json",

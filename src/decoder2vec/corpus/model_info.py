@@ -31,6 +31,7 @@ def describe_model(
         DEFAULTS,
         check_pooling_mode,
         default_max_length,
+        embedding_width,
         model_context,
         read_encoder_config,
     )
@@ -59,7 +60,7 @@ def describe_model(
         check_instruction_fits(path, instruction, int(max_length), bool(saved.get("append_eos", False)))
     return {
         "pooling": pooling,
-        "dimension": int(text_config.hidden_size),
+        "dimension": embedding_width(saved, text_config.hidden_size),
         "max_length": int(max_length),
         "model_fingerprint": model_fingerprint(path),
     }

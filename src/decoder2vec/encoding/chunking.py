@@ -363,7 +363,7 @@ def late_pooled(
     sequences = builder.build_from_ids(
         [documents[d].ids[start : start + budget] for d, start, _ in jobs], instruction
     )
-    pooled = np.zeros((row, encoder.embedding_dim), dtype=np.float32)
+    pooled = np.zeros((row, int(encoder.model.config.hidden_size)), dtype=np.float32)
     batches = encoder.sorted_batches(sequences, batch_size)
     if show_progress_bar is None:
         show_progress_bar = len(batches) > 1 and sys.stderr.isatty()
@@ -383,7 +383,7 @@ def late_pooled(
                         states = hidden[r, front + first - start : front + stop - start]
                         pooled[out_row] = states.float().mean(dim=0).cpu().numpy()
             bar.update(len(index))
-    return pooled
+    return encoder.project(pooled)  # the projection is linear: projecting span means = mean of projections
 
 
 def late_layout(builder: SequenceBuilder, instruction: str | None) -> tuple[int, int]:

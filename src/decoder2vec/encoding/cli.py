@@ -219,6 +219,9 @@ def info(
         "attention": f"{config._attn_implementation}, {check.describe()}",
         "pooling": encoder.pooling,
         "embedding width": str(encoder.embedding_dim),
+        "projection": "none"
+        if encoder.projection is None
+        else "{1} -> {0} after pooling (2_Dense/)".format(*encoder.projection.shape),
         "matryoshka dims": ", ".join(map(str, encoder.matryoshka_dimensions or [])) or "none declared",
         "int8 calibration": f"{len(encoder.calibration)} texts"
         if encoder.calibration is not None

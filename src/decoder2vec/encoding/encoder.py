@@ -24,6 +24,7 @@ from decoder2vec.encoder_config import (
     model_context,
     read_calibration,
     read_encoder_config,
+    read_projection,
     resolve_settings,
     write_encoder_files,
 )
@@ -124,10 +125,12 @@ class Encoder:
         max_batch_tokens: int | None = None,
         matryoshka_dimensions: list[int] | None = None,
         calibration: np.ndarray | None = None,
+        projection: np.ndarray | torch.Tensor | None = None,
     ) -> None:
         self.tokenizer = tokenizer
-        # The one pooled module (backbone -> pooling) that encodes here and that training wraps.
+        # The one pooled module (backbone -> pooling -> projection) that encodes here and that training wraps.
         self.module = PooledModel(backbone_of(model), pooling)
+        self.projection = projection
         # Padded tokens per forward; None = automatic (CPU_BATCH_TOKENS on CPU, no cap on GPUs).
         self.max_batch_tokens = max_batch_tokens
         if max_length is None:  # the default, capped by what the model can attend to
@@ -192,6 +195,39 @@ class Encoder:
         self._matryoshka = check_matryoshka_dimensions(dims, self.embedding_dim)
 
     @property
+    def projection(self) -> np.ndarray | None:
+        """The (out, in) matrix applied after pooling (saved as sentence-transformers' Dense), or None."""
+        linear = self.module.projection
+        return None if linear is None else linear.weight.detach().float().cpu().numpy()
+
+    @projection.setter
+    def projection(self, weight: np.ndarray | torch.Tensor | None) -> None:
+        if weight is None:
+            self.module.projection = None
+            return
+        weight = torch.as_tensor(
+            np.asarray(weight, dtype=np.float32) if isinstance(weight, np.ndarray) else weight
+        )
+        hidden = int(self.model.config.hidden_size)
+        if weight.ndim != 2 or weight.shape[1] != hidden:
+            raise ValueError(
+                f"a projection must be an (out, {hidden}) matrix for this model's {hidden}-wide pooled "
+                f"states, got shape {tuple(weight.shape)}"
+            )
+        linear = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False, device=self.device)
+        with torch.no_grad():
+            linear.weight.copy_(weight.float())
+        self.module.projection = linear
+
+    def project(self, pooled: np.ndarray) -> np.ndarray:
+        """Pooled rows (n, hidden) -> embeddings (n, embedding_dim): the projection, if any."""
+        if self.module.projection is None:
+            return pooled
+        with torch.inference_mode():
+            rows = torch.from_numpy(np.ascontiguousarray(pooled, dtype=np.float32)).to(self.device)
+            return self.module.project(rows).float().cpu().numpy()
+
+    @property
     def calibration(self) -> np.ndarray | None:
         """Raw pooled embeddings of a text sample (n, width): the int8 ranges of every output are read
         from it; set by :meth:`calibrate`, saved with the encoder."""
@@ -237,7 +273,8 @@ class Encoder:
             append_eos=append_eos,
             matryoshka_dimensions=None,
         )
-        calibration = read_calibration(path)  # before the weights: a damaged file fails fast
+        calibration = read_calibration(path)  # before the weights: damaged files fail fast
+        projection = read_projection(path)
         model, tokenizer = load_backbone(
             path,
             bidirectional=settings["bidirectional"],
@@ -254,6 +291,7 @@ class Encoder:
             append_eos=settings["append_eos"],
             matryoshka_dimensions=settings["matryoshka_dimensions"],
             calibration=calibration,
+            projection=projection,
         )
 
     # ---------------------------------------------------------------- properties
@@ -267,7 +305,9 @@ class Encoder:
 
     @property
     def embedding_dim(self) -> int:
-        return int(self.model.config.hidden_size)
+        """The width of the output vectors: the projection's, else the model's hidden size."""
+        linear = self.module.projection
+        return int(linear.out_features) if linear is not None else int(self.model.config.hidden_size)
 
     def __repr__(self) -> str:
         name = getattr(self.model.config, "_name_or_path", "") or type(self.model).__name__
@@ -507,4 +547,4 @@ class Encoder:
             "bidirectional": self.bidirectional,
             "matryoshka_dimensions": self.matryoshka_dimensions,
         }
-        write_encoder_files(folder, settings, self.embedding_dim, self.calibration)
+        write_encoder_files(folder, settings, self.embedding_dim, self.calibration, self.projection)

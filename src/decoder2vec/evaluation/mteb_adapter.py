@@ -58,7 +58,7 @@ class MTEBEncoder(AbsEncoder):
                 "similarity_fn_name": ScoringFunction.COSINE,
                 "framework": ["PyTorch"],
                 "use_instructions": use_instructions,
-                "embed_dim": getattr(config, "hidden_size", None),
+                "embed_dim": getattr(encoder, "embedding_dim", getattr(config, "hidden_size", None)),
                 "max_tokens": getattr(encoder, "max_length", None),
                 "open_weights": True,
             }

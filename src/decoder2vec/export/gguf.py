@@ -97,6 +97,13 @@ def check_out_path(out: str | Path) -> Path:
     return out
 
 
+PROJECTION_UNSUPPORTED = (
+    "this encoder has an output projection after pooling (2_Dense/, e.g. a distilled student's map into its "
+    "teacher's space); llama.cpp's {arch} models end at pooling, so the GGUF would embed differently. Use "
+    "the encoder folder (encode, serve, sentence-transformers) instead"
+)
+
+
 def plan_export(encoder, outtype: str = "f16", pooling: str | None = None) -> ExportPlan:
     """Check that ``encoder`` can be written as a llama.cpp model and decide how; raises before writing."""
     import gguf
@@ -105,6 +112,8 @@ def plan_export(encoder, outtype: str = "f16", pooling: str | None = None) -> Ex
     check_settings(outtype, pooling)
     config = encoder.model.config
     model_type = check_architecture(config)
+    if encoder.projection is not None:
+        raise ConfigError(PROJECTION_UNSUPPORTED.format(arch=model_type))
     arch, permute_qk = ARCHITECTURES[model_type]
     # Mistral v0.1 attends within a sliding window, which llama.cpp's llama arch does not apply;
     # declaring the window as the context length keeps every accepted input exact.
@@ -159,8 +168,13 @@ def check_before_loading(model: str, outtype: str, pooling: str | None) -> None:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError):
         return  # the load reports what is wrong with the folder, in its own words
-    check_architecture(config.get_text_config() if hasattr(config, "get_text_config") else config)
-    check_settings(outtype, pooling or read_encoder_config(path).get("pooling"))
+    model_type = check_architecture(
+        config.get_text_config() if hasattr(config, "get_text_config") else config
+    )
+    saved = read_encoder_config(path)
+    check_settings(outtype, pooling or saved.get("pooling"))
+    if saved.get("projection"):
+        raise ConfigError(PROJECTION_UNSUPPORTED.format(arch=model_type))
 
 
 def _check_rope(config, model_type: str) -> None:
