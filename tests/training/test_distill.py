@@ -208,6 +208,67 @@ def test_a_sentence_transformers_teacher_gives_the_same_embeddings(teacher, tmp_
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
+# ------------------------------------------------------------------------------------------ the projection
+def test_the_least_squares_start_is_ridge_regression():
+    from sklearn.linear_model import Ridge
+
+    from decoder2vec.training.recipes.distill import least_squares_projection
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((40, 12)), rng.standard_normal((40, 7))
+    lam = 0.05 * np.trace(x.T @ x) / 12
+    expected = Ridge(alpha=lam, fit_intercept=False).fit(x, y).coef_  # (7, 12), as nn.Linear stores it
+    np.testing.assert_allclose(least_squares_projection(x, y, ridge=0.05), expected, rtol=1e-4, atol=1e-6)
+    # fewer texts than dimensions still solve (the ridge term keeps the system well-posed)
+    assert np.isfinite(least_squares_projection(x[:5], y[:5])).all()
+
+
+def test_a_projected_student_starts_at_the_least_squares_map(teacher, text_corpus, tmp_path):
+    """projection=True on the same-width cut: the map starts as ridge regression from the cut's pooled
+    vectors to the cached teacher rows (at a vanishing learning rate it stays there), and is saved."""
+    from decoder2vec import Encoder
+    from decoder2vec.backbone.loading import load_backbone
+    from decoder2vec.training.data.corpus import read_distill_texts
+    from decoder2vec.training.modules import truncate_layers
+    from decoder2vec.training.recipes.distill import FIT_TEXTS, least_squares_projection, visited_indices
+
+    cfg = config(teacher, text_corpus, projection=True, max_steps=2, learning_rate=1e-12, full_finetune=True)
+    result = run_distill(cfg, tmp_path / "run")
+    texts = read_distill_texts(cfg.data)
+    seen = [texts[i] for i in visited_indices(len(texts), cfg.batch_size, cfg.seed, cfg.max_steps)][
+        :FIT_TEXTS
+    ]
+    model, tok = load_backbone(teacher)
+    pruned = Encoder(truncate_layers(model, 2), tok, max_length=16).encode(seen)
+    expected = least_squares_projection(pruned, Encoder.from_pretrained(teacher, max_length=16).encode(seen))
+    student = Encoder.from_pretrained(result.merged)
+    np.testing.assert_allclose(student.projection, expected, atol=1e-5)
+    assert json.loads((result.merged / "recipe.json").read_text())["projection"] == "32 -> 32 after pooling"
+
+
+def test_a_student_of_another_width_learns_through_a_projection(
+    teacher, text_corpus, tiny_model_factory, tmp_path
+):
+    """A 48-wide student of the 32-wide teacher: a projection by default; training moves it closer."""
+    from decoder2vec import Encoder
+    from tests.conftest import WORD_LLAMA
+
+    wide = tiny_model_factory("llama", vocab_size=128, hidden_size=48, num_hidden_layers=2, **WORD_LLAMA)
+    common = {"model": str(wide), "student_layers": None, "full_finetune": True}
+    start = run_distill(
+        config(teacher, text_corpus, max_steps=1, learning_rate=1e-12, **common), tmp_path / "a"
+    )
+    trained = run_distill(
+        config(teacher, text_corpus, max_steps=30, learning_rate=2e-3, save_every=30, **common),
+        tmp_path / "b",
+    )
+    student = Encoder.from_pretrained(trained.merged)
+    assert student.embedding_dim == 32 and student.projection.shape == (32, 48)
+    before = teacher_cosine(start.merged, teacher, HELD_OUT)
+    after = teacher_cosine(trained.merged, teacher, HELD_OUT)
+    assert after > before + 0.02, (before, after)
+
+
 # ------------------------------------------------------------------------------------------ resume
 class Crash(RuntimeError):
     pass
@@ -215,7 +276,9 @@ class Crash(RuntimeError):
 
 def test_resume_after_a_crash_is_exact(teacher, text_corpus, tmp_path):
     """LoRA dropout, GradCache micro-batches and the similarity term: every piece of the step in one run."""
-    cfg = config(teacher, text_corpus, mini_batch_size=3, matryoshka_dims=[32, 16], distill_loss="mse")
+    cfg = config(
+        teacher, text_corpus, mini_batch_size=3, matryoshka_dims=[32, 16], distill_loss="mse", projection=True
+    )
     run_distill(cfg, tmp_path / "straight")
 
     def crash(step):
@@ -233,9 +296,10 @@ def test_resume_after_a_crash_is_exact(teacher, text_corpus, tmp_path):
     for key in a:
         assert torch.equal(a[key], b[key]), key
     # the saved encoders agree too (LoRA merged into the cut student)
-    x = load_file(str(tmp_path / "straight" / "encoder" / "model.safetensors"))
-    y = load_file(str(tmp_path / "broken" / "encoder" / "model.safetensors"))
-    assert all(torch.equal(x[k], y[k]) for k in x)
+    for name in ("model.safetensors", "2_Dense/model.safetensors"):  # (and their projections)
+        x = load_file(str(tmp_path / "straight" / "encoder" / name))
+        y = load_file(str(tmp_path / "broken" / "encoder" / name))
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x), name
 
 
 def test_resume_after_sigkill_is_exact(teacher, text_corpus, tmp_path):
@@ -269,8 +333,12 @@ def test_bad_input_fails_before_anything_is_written(
     with pytest.raises(CorpusError, match="empty"):
         run_distill(config(teacher, empty), out)
     wide = tiny_model_factory("llama", vocab_size=128, hidden_size=48, **WORD_LLAMA)
-    with pytest.raises(SettingError, match="projection is not supported"):
-        run_distill(config(teacher, text_corpus, model=str(wide), student_layers=None), out)
+    with pytest.raises(SettingError, match=r"without a projection \(--no-projection\) the direct term"):
+        run_distill(config(teacher, text_corpus, model=str(wide), student_layers=None, projection=False), out)
+    with pytest.raises(SettingError, match=r"matryoshka_dims \[48\] exceed the embedding width 32"):
+        run_distill(
+            config(teacher, text_corpus, model=str(wide), student_layers=None, matryoshka_dims=[48]), out
+        )
     with pytest.raises(SettingError, match="distill_loss"):
         run_distill(config(teacher, text_corpus, distill_loss="kl"), out)
     monkeypatch.setattr(distill, "add_lora", lambda model, *args, **kwargs: model.requires_grad_(False))

@@ -12,12 +12,14 @@ on the full vectors and on every Matryoshka prefix (``matryoshka_dims``), with a
 ``full_finetune``, every weight but the input embeddings. The student embeds into the teacher's own space:
 documents indexed with the teacher can be searched with the student's queries.
 
-**Widths.** The saved student is an ordinary encoder folder (backbone -> pooling, no extra modules), so the
-direct term needs a student as wide as the teacher (the teacher cut to N layers always is). A learned
-projection for narrower students is not supported: it would need a module after pooling in every place an
-encoder is read (``Encoder``, sentence-transformers export, GGUF, serving). A student of another width
-can still learn the teacher's similarity structure with ``embedding_weight: 0`` (its vectors are then its
-own, not comparable with the teacher's).
+**Widths and the projection.** With ``projection`` (always when the student's width differs from the
+teacher's and the direct term is on; asked for with ``projection: true`` otherwise) a linear map follows
+the student's pooling. It starts as the least-squares map from the untrained student's pooled vectors to
+the teacher's embeddings of the first cached texts (ridge-regularised, closed form), trains with the
+student, and is saved with it as sentence-transformers' Dense module: the cut of a same-width teacher
+starts far from the teacher's space (its layer-N states), and that map alone closes most of the distance.
+With ``embedding_weight: 0`` a student of another width can also learn only the teacher's similarity
+structure, without a projection (its vectors are then its own, not comparable with the teacher's).
 
 **Teacher embeddings** are computed once, for exactly the texts the run's ``max_steps`` batches visit, and
 cached in the run folder (``teacher_embeddings/``: a key of teacher identity + settings + texts, and
@@ -236,15 +238,25 @@ def check_student(cfg: DistillConfig, source: str, teacher_width: int | None) ->
     return config
 
 
+def projects(cfg: DistillConfig, student_width: int, teacher_width: int | None) -> bool:
+    """Whether the student gets a learned projection after pooling: asked for, or (``projection`` unset)
+    needed because the direct term compares vectors of different widths."""
+    if cfg.projection is not None:
+        return bool(cfg.projection)
+    return teacher_width is not None and student_width != teacher_width and cfg.embedding_weight > 0
+
+
 def check_widths(cfg: DistillConfig, student_width: int, teacher_width: int | None) -> None:
-    if teacher_width is not None and student_width != teacher_width and cfg.embedding_weight > 0:
+    unequal = teacher_width is not None and student_width != teacher_width
+    if unequal and cfg.embedding_weight > 0 and cfg.projection is False:
         raise SettingError(
-            f"the student embeds in {student_width} dimensions and the teacher in {teacher_width}: the direct "
-            "term needs equal widths (a projection is not supported; see training/recipes/distill.py). Use a "
-            "student of the teacher's width (e.g. the teacher itself with --student-layers N), or set "
-            "distill.embedding_weight=0 to learn only the teacher's similarities"
+            f"the student embeds in {student_width} dimensions and the teacher in {teacher_width}: without "
+            "a projection (--no-projection) the direct term needs equal widths. Drop --no-projection (a "
+            "learned map after pooling), or set distill.embedding_weight=0 to learn only the teacher's "
+            "similarities"
         )
-    narrowest = min(student_width, teacher_width or student_width)
+    out = teacher_width if teacher_width is not None and projects(cfg, student_width, teacher_width) else None
+    narrowest = min(out or student_width, teacher_width or student_width)
     too_wide = [d for d in cfg.matryoshka_dims if d > narrowest]
     if too_wide:
         raise SettingError(f"distill.matryoshka_dims {too_wide} exceed the embedding width {narrowest}")
@@ -276,6 +288,21 @@ def check_inputs(cfg: DistillConfig, pipeline=None) -> list[str]:
     teacher_width = int(_model_config(resolve_model_path(pipeline.model), "teacher").hidden_size)
     check_student(cfg, cfg.model or pipeline.model, teacher_width)
     return texts
+
+
+# ------------------------------------------------------------------------------------------ the projection
+FIT_TEXTS = 2048  # cached texts the least-squares start of the projection is fitted on
+RIDGE = 1e-2  # its regulariser, relative to the mean eigenvalue of the student's Gram matrix
+
+
+def least_squares_projection(student: np.ndarray, teacher: np.ndarray, ridge: float = RIDGE) -> np.ndarray:
+    """The (out, in) matrix ``W`` minimising ``||student @ W.T - teacher||^2 + lam ||W||^2`` (ridge regression
+    without intercept, in float64), ``lam = ridge * trace(student.T @ student) / in``: scale-free, and a
+    well-posed solve even when there are fewer texts than dimensions."""
+    x, y = np.asarray(student, dtype=np.float64), np.asarray(teacher, dtype=np.float64)
+    gram = x.T @ x
+    lam = ridge * np.trace(gram) / gram.shape[0]
+    return np.linalg.solve(gram + lam * np.eye(gram.shape[0]), x.T @ y).T.astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------ the cache
@@ -405,10 +432,35 @@ class DistillRecipe(ContrastiveRecipe):
             teacher_embeddings(folder, key, texts, loader)
         acc.wait_for_everyone()
         rows = teacher_embeddings(folder, key, texts, loader)  # (every process reads the finished cache)
-        check_widths(cfg, self.encoder.embedding_dim, int(rows.shape[1]))
+        width, teacher_width = self.encoder.embedding_dim, int(rows.shape[1])
+        check_widths(cfg, width, teacher_width)
+        if projects(cfg, width, teacher_width):
+            # fitted afresh on every start; a resume then loads the trained map from its checkpoint
+            self.add_projection(texts[:FIT_TEXTS], rows[:FIT_TEXTS])
         self.teacher_rows = torch.from_numpy(rows)
         self.row_of = np.full(len(self.texts), -1, dtype=np.int64)
         self.row_of[needed] = np.arange(len(needed))
+
+    def add_projection(self, texts: list[str], targets: np.ndarray) -> None:
+        """A map after pooling, starting as the least-squares map from the untrained student's pooled
+        vectors of ``texts`` to the teacher's ``targets``; trained from here with the student."""
+        module = self.encoder.module
+        was_training = module.training
+        module.eval()  # no dropout: the fit sees the student as it encodes (and draws no random numbers)
+        try:
+            with warnings.catch_warnings():  # truncation to the training cap is intended
+                warnings.filterwarnings("ignore", message=".*were truncated")
+                pooled = self.encoder.encode(texts, batch_size=64, show_progress_bar=False)
+        finally:
+            module.train(was_training)
+        self.encoder.projection = least_squares_projection(pooled, targets)
+        self.trainable += int(targets.shape[1]) * int(pooled.shape[1])
+        log.info(
+            "projection %d -> %d, least-squares start on %d texts",
+            pooled.shape[1],
+            targets.shape[1],
+            len(texts),
+        )
 
     def make_batch(self, indices: list[int]) -> DistillBatch:
         mine = shard(indices, self.rank, self.world_size)
@@ -466,6 +518,9 @@ class DistillRecipe(ContrastiveRecipe):
             "teacher_sha256": self.teacher.fingerprint,
             "student": cfg.model or f"the teacher's backbone ({self.teacher.path})",
             "student_layers": int(self.encoder.model.config.num_hidden_layers),
+            "projection": None
+            if self.encoder.projection is None
+            else "{1} -> {0} after pooling".format(*self.encoder.projection.shape),
             "trained_parameters": self.trainable,
             "data": cfg.data,
             "config": to_dict(cfg),
