@@ -240,8 +240,8 @@ def main() -> None:
         return
 
     from decoder2vec import Encoder
+    from decoder2vec.backbone.layers import truncate_layers
     from decoder2vec.backbone.loading import load_backbone, resolve_model_path
-    from decoder2vec.training.modules import truncate_layers
     from decoder2vec.training.recipes.distill import run_distill
 
     sets = load_sets(args.data_dir, args.pairs)

@@ -120,8 +120,8 @@ def teacher_cosine(student: Path, teacher: Path, texts: list[str]) -> float:
 # ------------------------------------------------------------------------------------------ the student
 def test_cutting_keeps_the_lower_layers_exactly(teacher, tmp_path):
     from decoder2vec import Encoder
+    from decoder2vec.backbone.layers import truncate_layers
     from decoder2vec.backbone.loading import load_backbone
-    from decoder2vec.training.modules import truncate_layers
 
     full, tok = load_backbone(teacher)
     cut, _ = load_backbone(teacher)
@@ -142,8 +142,8 @@ def test_cutting_keeps_the_lower_layers_exactly(teacher, tmp_path):
 def test_a_student_moves_towards_its_teacher(teacher, text_corpus, tmp_path):
     """Cut to half its layers, the student's embeddings of unseen texts get closer to the teacher's."""
     from decoder2vec import Encoder
+    from decoder2vec.backbone.layers import truncate_layers
     from decoder2vec.backbone.loading import load_backbone
-    from decoder2vec.training.modules import truncate_layers
 
     model, tok = load_backbone(teacher)
     Encoder(truncate_layers(model, 2), tok).save(tmp_path / "pruned")
@@ -227,9 +227,9 @@ def test_a_projected_student_starts_at_the_least_squares_map(teacher, text_corpu
     """projection=True on the same-width cut: the map starts as ridge regression from the cut's pooled
     vectors to the cached teacher rows (at a vanishing learning rate it stays there), and is saved."""
     from decoder2vec import Encoder
+    from decoder2vec.backbone.layers import truncate_layers
     from decoder2vec.backbone.loading import load_backbone
     from decoder2vec.training.data.corpus import read_distill_texts
-    from decoder2vec.training.modules import truncate_layers
     from decoder2vec.training.recipes.distill import FIT_TEXTS, least_squares_projection, visited_indices
 
     cfg = config(teacher, text_corpus, projection=True, max_steps=2, learning_rate=1e-12, full_finetune=True)

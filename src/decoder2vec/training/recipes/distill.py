@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from decoder2vec.backbone.layers import truncate_layers
 from decoder2vec.encoder_config import ENCODER_CONFIG, default_max_length, model_context, read_encoder_config
 from decoder2vec.errors import ModelLoadError
 from decoder2vec.io import json_safe, write_file_atomic, write_json_atomic
@@ -58,7 +59,7 @@ from decoder2vec.training.distributed import gather_with_grad
 from decoder2vec.training.errors import SettingError, TrainingError
 from decoder2vec.training.loop import Stage
 from decoder2vec.training.losses import distill_loss
-from decoder2vec.training.modules import add_lora, truncate_layers
+from decoder2vec.training.modules import add_lora
 from decoder2vec.training.recipes.common import StageResult, load_for_training, save_adapter
 from decoder2vec.training.recipes.contrastive import ContrastiveBatch, ContrastiveRecipe
 
