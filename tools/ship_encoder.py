@@ -2,6 +2,7 @@
 
     python tools/ship_encoder.py RUN_DIR [--dest src/decoder2vec/resources/encoders/smollm2-135m-llm2vec]
     python tools/ship_encoder.py SIMCSE_RUN_DIR --simcse-only   # the shipped MNTP adapter + a new SimCSE stage
+    python tools/ship_encoder.py DISTILL_RUN_DIR --student      # a distilled student: smollm2-135m-llm2vec-14l
 
 RUN_DIR is what ``decoder2vec convert --config cpu-2h --out RUN_DIR`` wrote. Each stage's LoRA adapter is
 cast to fp16 and copied into the bundle with ``recipe.json``: the recipe, the data, steps and wall time of
@@ -10,6 +11,11 @@ every stage, the SHA-256 of every file, and the scores of the encoder *as built 
 STS-B test and SICK-R test, Spearman x100 of cosine similarity with mean pooling, from ../shared/data.
 The Matryoshka dimensions of the run's contrastive stages are recorded, and the int8 calibration sample is
 made from the encoder as built (1,000 sentences of its SimCSE corpus, stored as float16).
+
+With ``--student``, RUN_DIR is a ``train distill`` run of a LoRA student cut from a shipped encoder
+(``adapter/``, ``encoder/`` with its projection and ``recipe.json``): the bundle holds the student's fp16
+LoRA, the projection (float32, as trained) and ``"base"`` + ``"layers"``, from which the alias is rebuilt
+as the teacher cut to those layers with the LoRA merged.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from decoder2vec.backbone.default_encoder import (
     sha256,
     shipped_dir,
 )
+from decoder2vec.backbone.default_model import SHIPPED_ENCODERS
 from decoder2vec.evaluation.loaders import load_sick, load_stsb
 
 CALIBRATION = "calibration.npy"
@@ -65,18 +72,8 @@ def write_bundle(run: Path, dest: Path) -> dict:
         "stages": [],
     }
     for stage in stages:
-        source = run / stage["adapter"]
-        target = dest / stage["name"]
-        target.mkdir(parents=True, exist_ok=True)
-        weights = {
-            k: v.to(torch.float16).contiguous() for k, v in load_file(source / ADAPTER_FILES[1]).items()
-        }
-        save_file(weights, target / ADAPTER_FILES[1])
-        config = json.loads((source / ADAPTER_FILES[0]).read_text())
-        config["base_model_name_or_path"] = record["model"]  # not the training machine's cache path
-        (target / ADAPTER_FILES[0]).write_text(json.dumps(config, indent=2) + "\n")
         manifest["adapters"].append(
-            {"path": stage["name"], "sha256": {name: sha256(target / name) for name in ADAPTER_FILES}}
+            copy_adapter(run / stage["adapter"], dest / stage["name"], record["model"])
         )
         cfg = stage["config"]
         keep = ("data", "max_steps", "batch_size", "max_seq_length", "learning_rate", "warmup_steps", "lora")
@@ -116,21 +113,79 @@ def write_restage_bundle(simcse_run: Path, dest: Path) -> tuple[dict, dict]:
     shutil.copytree(shipped_dir() / "mntp", dest / "mntp")
     manifest["adapters"].append(mntp)
     manifest["stages"].append(next(s for s in shipped["stages"] if s["name"] == "mntp"))
-    target = dest / "simcse"
-    target.mkdir(parents=True)
-    source = simcse_run / "adapter"
-    weights = {k: v.to(torch.float16).contiguous() for k, v in load_file(source / ADAPTER_FILES[1]).items()}
-    save_file(weights, target / ADAPTER_FILES[1])
-    config = json.loads((source / ADAPTER_FILES[0]).read_text())
-    config["base_model_name_or_path"] = shipped["base"]
-    (target / ADAPTER_FILES[0]).write_text(json.dumps(config, indent=2) + "\n")
-    manifest["adapters"].append({"path": "simcse", "sha256": {n: sha256(target / n) for n in ADAPTER_FILES}})
+    manifest["adapters"].append(copy_adapter(simcse_run / "adapter", dest / "simcse", shipped["base"]))
     keep = ("data", "max_steps", "batch_size", "max_seq_length", "learning_rate", "warmup_steps", "lora")
     extra = ("temperature", "attention_dropout", "matryoshka_dims", "seed")
     manifest["stages"].append({"name": "simcse", **{k: run[k] for k in keep + extra if k in run}})
     if run.get("matryoshka_dims"):
         manifest["encoder"]["matryoshka_dimensions"] = sorted(run["matryoshka_dims"], reverse=True)
     return manifest, run
+
+
+def copy_adapter(source: Path, target: Path, base: str) -> dict:
+    """A LoRA adapter folder cast to fp16, its config naming ``base``; returns its manifest entry."""
+    target.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.to(torch.float16).contiguous() for k, v in load_file(source / ADAPTER_FILES[1]).items()}
+    save_file(weights, target / ADAPTER_FILES[1])
+    config = json.loads((source / ADAPTER_FILES[0]).read_text())
+    config["base_model_name_or_path"] = base  # not the training machine's cache path
+    (target / ADAPTER_FILES[0]).write_text(json.dumps(config, indent=2) + "\n")
+    return {"path": target.name, "sha256": {name: sha256(target / name) for name in ADAPTER_FILES}}
+
+
+def write_student_bundle(run: Path, dest: Path, alias: str) -> dict:
+    """A bundle of a distilled LoRA student (``train distill`` run ``run``) cut from a shipped encoder."""
+    record = json.loads((run / "encoder" / "recipe.json").read_text())
+    cfg = record["config"]
+    if record.get("teacher") not in SHIPPED_ENCODERS or (run / "adapter").is_dir() is False:
+        raise SystemExit(
+            f"{run}: --student needs a LoRA student of a shipped encoder (teacher {record.get('teacher')!r})"
+        )
+    settings = json.loads((run / "encoder" / "decoder2vec_config.json").read_text())
+    manifest = {
+        "alias": alias,
+        "base": record["teacher"],
+        "layers": record["student_layers"],
+        "made_by": (
+            f"decoder2vec train distill --teacher {record['teacher']} --student-layers {record['student_layers']}"
+            + (" --projection" if record.get("projection") else "")
+        ),
+        "decoder2vec": record.get("decoder2vec"),
+        "encoder": {"pooling": settings["pooling"], "max_length": settings["max_length"]},
+        "adapters": [copy_adapter(run / "adapter", dest / "student", record["teacher"])],
+        "stages": [
+            {
+                "name": "distill",
+                **{
+                    k: cfg[k]
+                    for k in (
+                        "data",
+                        "max_steps",
+                        "batch_size",
+                        "max_seq_length",
+                        "learning_rate",
+                        "warmup_steps",
+                        "lora",
+                        "distill_loss",
+                        "embedding_weight",
+                        "similarity_weight",
+                        "temperature",
+                        "seed",
+                    )
+                    if k in cfg
+                },
+                "teacher_sha256": record.get("teacher_sha256"),
+                "final_metrics": record.get("metrics"),
+            }
+        ],
+    }
+    if (run / "encoder" / "2_Dense").is_dir():
+        shutil.copy2(run / "encoder" / "2_Dense" / "model.safetensors", dest / "projection.safetensors")
+        manifest["projection"] = {
+            "path": "projection.safetensors",
+            "sha256": sha256(dest / "projection.safetensors"),
+        }
+    return manifest
 
 
 def add_calibration(bundle: Path, manifest: dict, simcse: dict) -> None:
@@ -162,14 +217,27 @@ def main() -> None:
         action="store_true",
         help="RUN is a SimCSE run on the shipped MNTP adapter: keep that adapter, replace the SimCSE one",
     )
-    parser.add_argument("--dest", type=Path, default=shipped_dir())
+    parser.add_argument(
+        "--student", action="store_true", help="RUN is a distill run of a LoRA student of a shipped encoder"
+    )
+    parser.add_argument(
+        "--alias", default=None, help="The bundle's alias (--student: smollm2-135m-llm2vec-14l)"
+    )
+    parser.add_argument("--dest", type=Path, default=None, help="Default: the alias's folder in the package")
     parser.add_argument("--data-dir", type=Path, default=SHARED)
     parser.add_argument("--no-scores", action="store_true", help="build and check only (a dry run)")
     args = parser.parse_args()
+    alias = args.alias or (SHIPPED_ENCODERS[1] if args.student else ENCODER_ALIAS)
+    args.dest = args.dest or shipped_dir(alias)
+    args.dest.parent.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(dir=args.dest.parent) as tmp:
         bundle = Path(tmp) / "bundle"
-        if args.simcse_only:
+        if args.student:
+            bundle.mkdir()
+            manifest = write_student_bundle(args.run, bundle, alias)
+            simcse = {"data": "wiki"}  # calibrated on the SimCSE corpus's sentences, as the teacher
+        elif args.simcse_only:
             manifest, simcse = write_restage_bundle(args.run, bundle)
         else:
             manifest = write_bundle(args.run, bundle)

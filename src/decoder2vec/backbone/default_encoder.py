@@ -1,10 +1,15 @@
-"""The shipped default encoder ``smollm2-135m-llm2vec``: the default GGUF plus LoRA adapters trained by the
-``cpu-2h`` LLM2Vec recipe (MNTP, then unsupervised SimCSE, on the offline Wikipedia corpus).
+"""The shipped encoders, rebuilt on first use from small bundles inside the package.
 
-The adapters ship inside the package (``resources/encoders/smollm2-135m-llm2vec/``, fp16 safetensors) with
-``recipe.json``: how they were made (recipe, data, steps, scores) and the SHA-256 of every file. On first use
-the encoder is built — default model, bidirectional, adapters merged in order — and cached as a saved
-encoder folder, atomically (concurrent first uses race safely; the first finished copy wins).
+``smollm2-135m-llm2vec``: the default GGUF plus LoRA adapters trained by the ``cpu-2h`` LLM2Vec recipe
+(MNTP, then unsupervised SimCSE, on the offline Wikipedia corpus). ``smollm2-135m-llm2vec-14l``: a student
+distilled from it (``train distill --student-layers 14 --projection``): its teacher cut to the first 14
+layers (``"layers"``), the student's LoRA merged, and the projection after pooling.
+
+Each bundle (``resources/encoders/<alias>/``, fp16 adapter safetensors) holds ``recipe.json``: how it was
+made (recipe, data, steps, scores) and the SHA-256 of every file. On first use the encoder is built — its
+base (the default model, or another shipped encoder), bidirectional, cut if the bundle says so, adapters
+merged in order — and cached as a saved encoder folder, atomically (concurrent first uses race safely; the
+first finished copy wins).
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from decoder2vec.backbone.cache import cache_home, is_cached
-from decoder2vec.backbone.default_model import DEFAULT_ENCODER, DEFAULT_MODEL
+from decoder2vec.backbone.default_model import DEFAULT_ENCODER, DEFAULT_MODEL, SHIPPED_ENCODERS
 from decoder2vec.encoder_config import (
     ENCODER_CONFIG,
+    PROJECTION_KEY,
     check_pooling_mode,
     default_max_length,
     write_encoder_files,
@@ -32,9 +38,9 @@ MANIFEST = "recipe.json"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
-def shipped_dir() -> Path:
-    """The folder of the shipped adapters inside the installed package."""
-    return Path(str(resources.files("decoder2vec").joinpath("resources", "encoders", ENCODER_ALIAS)))
+def shipped_dir(alias: str = ENCODER_ALIAS) -> Path:
+    """The bundle folder of a shipped encoder inside the installed package."""
+    return Path(str(resources.files("decoder2vec").joinpath("resources", "encoders", alias)))
 
 
 def sha256(path: Path) -> str:
@@ -58,8 +64,9 @@ def read_manifest(source: Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
         raise ModelLoadError(f"{path} is damaged ({exc}); reinstall decoder2vec") from None
     files = [(source / a["path"] / name, digest) for a in adapters for name, digest in a["sha256"].items()]
-    if manifest.get("calibration"):  # the int8 calibration sample, when the bundle ships one
-        files.append((source / manifest["calibration"]["path"], manifest["calibration"]["sha256"]))
+    for extra in ("calibration", "projection"):  # the int8 sample and a student's map, when shipped
+        if manifest.get(extra):
+            files.append((source / manifest[extra]["path"], manifest[extra]["sha256"]))
     for file, expected in files:
         if not file.is_file():
             raise ModelLoadError(f"encoder file {file} is missing; reinstall decoder2vec")
@@ -73,34 +80,47 @@ def read_manifest(source: Path) -> dict:
 def default_encoder_folder(source: Path | None = None) -> Path:
     """The built encoder, building and caching it on first use.
 
-    ``source`` is an adapter bundle folder (default: the shipped one). The cache name carries a digest of
-    the adapters' hashes, so a new release of the adapters never reuses an old build.
+    ``source`` is a bundle folder (default: the shipped ``smollm2-135m-llm2vec``). The cache name carries a
+    digest of what the build depends on (adapter hashes, settings, the base's own build), so a new release
+    of a bundle never reuses an old build.
     """
-    from decoder2vec.backbone.loading import load_backbone, save_backbone  # loading imports this module
+    from decoder2vec.backbone.adapters import merge_adapters  # (loading imports this module)
+    from decoder2vec.backbone.layers import truncate_layers
+    from decoder2vec.backbone.loading import load_backbone, save_backbone
 
     source = Path(source) if source is not None else shipped_dir()
     manifest = read_manifest(source)
+    layers = manifest.get("layers")  # a student: its base (another shipped encoder) cut to this many layers
+    base = manifest.get("base", DEFAULT_MODEL)
+    if layers is not None and base not in SHIPPED_ENCODERS:
+        raise ModelLoadError(f"{source / MANIFEST}: a cut student's base must be one of {SHIPPED_ENCODERS}")
+    base_folder = default_encoder_folder(shipped_dir(base)) if layers is not None else None
     # what the build depends on (the adapter hashes and the encoder settings), not the recorded scores
     built_from = [manifest["adapters"], manifest.get("encoder", {})]
-    if manifest.get("calibration"):  # (bundles without one keep their old cache name)
-        built_from.append(manifest["calibration"])
+    for extra in ("calibration", "projection"):  # (bundles without them keep their old cache name)
+        if manifest.get(extra):
+            built_from.append(manifest[extra])
+    if base_folder is not None:
+        built_from.append({"base": base_folder.name, "layers": layers})
     built_from = json.dumps(built_from, sort_keys=True)
     digest = hashlib.sha256(built_from.encode()).hexdigest()[:12]
-    folder = cache_home() / "models" / f"{ENCODER_ALIAS}-{digest}"
+    folder = cache_home() / "models" / f"{manifest.get('alias', ENCODER_ALIAS)}-{digest}"
     if is_cached(folder, ENCODER_CONFIG):
         return folder
 
     def build(tmp: Path) -> None:
         settings = manifest.get("encoder", {})
-        model, tokenizer = load_backbone(
-            DEFAULT_MODEL,
-            adapters=[source / adapter["path"] for adapter in manifest["adapters"]],
-            bidirectional=True,
-            dtype="float32",
-            device="cpu",
-        )
+        adapters = [source / adapter["path"] for adapter in manifest["adapters"]]
+        if base_folder is None:
+            model, tokenizer = load_backbone(
+                DEFAULT_MODEL, adapters=adapters, bidirectional=True, dtype="float32", device="cpu"
+            )
+        else:  # the student's LoRA was trained on the cut teacher: cut first, then merge it
+            model, tokenizer = load_backbone(base_folder, bidirectional=True, dtype="float32", device="cpu")
+            model = merge_adapters(truncate_layers(model, int(layers)), adapters)
         save_backbone(model, tokenizer, tmp)
-        calibration = manifest.get("calibration")
+        calibration, projection = manifest.get("calibration"), manifest.get("projection")
+        weight = read_projection_file(source / projection["path"]) if projection else None
         write_encoder_files(
             tmp,
             {
@@ -109,8 +129,19 @@ def default_encoder_folder(source: Path | None = None) -> Path:
                 "bidirectional": True,
                 "matryoshka_dimensions": settings.get("matryoshka_dimensions"),
             },
-            int(model.config.hidden_size),
+            int(weight.shape[0]) if weight is not None else int(model.config.hidden_size),
             np.load(source / calibration["path"], allow_pickle=False) if calibration else None,
+            weight,
         )
 
     return publish_folder(folder, build)
+
+
+def read_projection_file(path: Path) -> np.ndarray:
+    """A bundle's projection: the (out, in) matrix under sentence-transformers' Dense key."""
+    from safetensors.numpy import load_file
+
+    weight = load_file(str(path)).get(PROJECTION_KEY)
+    if weight is None or weight.ndim != 2:
+        raise ModelLoadError(f"{path} holds no 2-D '{PROJECTION_KEY}' matrix; reinstall decoder2vec")
+    return weight.astype(np.float32)
