@@ -160,19 +160,25 @@ def read_projection(path: str | Path, saved: dict | None = None) -> np.ndarray |
     file = Path(path) / PROJECTION_FOLDER / PROJECTION_WEIGHTS
     if not file.is_file():
         raise InputError(f"{Path(path) / ENCODER_CONFIG} records a projection but {file} is missing")
+    return read_projection_file(file, (int(shape["out_features"]), int(shape["in_features"])))
+
+
+def read_projection_file(
+    file: Path, shape: tuple[int, int] | None = None, remedy: str = "save the encoder again"
+) -> np.ndarray:
+    """The (out, in) float32 matrix of a projection weights file (sentence-transformers' Dense key), checked
+    to be ``shape`` when given, else 2-D; errors name the file and ``remedy``."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
     try:
         weight = load_file(str(file)).get(PROJECTION_KEY)
     except (SafetensorError, OSError, ValueError) as exc:
-        raise InputError(
-            f"{file} is not a readable safetensors file ({exc}); save the encoder again"
-        ) from exc
-    expected = (int(shape["out_features"]), int(shape["in_features"]))
-    if weight is None or weight.shape != expected:
+        raise InputError(f"{file} is not a readable safetensors file ({exc}); {remedy}") from exc
+    if weight is None or weight.ndim != 2 or (shape is not None and weight.shape != shape):
         got = "no tensor" if weight is None else f"shape {weight.shape}"
-        raise InputError(f"{file}: '{PROJECTION_KEY}' must be a {expected} matrix, found {got}")
+        want = f"a {shape} matrix" if shape is not None else "a 2-D matrix"
+        raise InputError(f"{file}: '{PROJECTION_KEY}' must be {want}, found {got}; {remedy}")
     return weight.astype(np.float32)
 
 

@@ -25,9 +25,9 @@ from decoder2vec.backbone.cache import cache_home, is_cached
 from decoder2vec.backbone.default_model import DEFAULT_ENCODER, DEFAULT_MODEL, SHIPPED_ENCODERS
 from decoder2vec.encoder_config import (
     ENCODER_CONFIG,
-    PROJECTION_KEY,
     check_pooling_mode,
     default_max_length,
+    read_projection_file,
     write_encoder_files,
 )
 from decoder2vec.errors import ModelLoadError
@@ -120,7 +120,11 @@ def default_encoder_folder(source: Path | None = None) -> Path:
             model = merge_adapters(truncate_layers(model, int(layers)), adapters)
         save_backbone(model, tokenizer, tmp)
         calibration, projection = manifest.get("calibration"), manifest.get("projection")
-        weight = read_projection_file(source / projection["path"]) if projection else None
+        weight = (
+            read_projection_file(source / projection["path"], remedy="reinstall decoder2vec")
+            if projection
+            else None
+        )
         write_encoder_files(
             tmp,
             {
@@ -135,13 +139,3 @@ def default_encoder_folder(source: Path | None = None) -> Path:
         )
 
     return publish_folder(folder, build)
-
-
-def read_projection_file(path: Path) -> np.ndarray:
-    """A bundle's projection: the (out, in) matrix under sentence-transformers' Dense key."""
-    from safetensors.numpy import load_file
-
-    weight = load_file(str(path)).get(PROJECTION_KEY)
-    if weight is None or weight.ndim != 2:
-        raise ModelLoadError(f"{path} holds no 2-D '{PROJECTION_KEY}' matrix; reinstall decoder2vec")
-    return weight.astype(np.float32)

@@ -205,9 +205,7 @@ class Encoder:
         if weight is None:
             self.module.projection = None
             return
-        weight = torch.as_tensor(
-            np.asarray(weight, dtype=np.float32) if isinstance(weight, np.ndarray) else weight
-        )
+        weight = torch.as_tensor(weight, dtype=torch.float32)
         hidden = int(self.model.config.hidden_size)
         if weight.ndim != 2 or weight.shape[1] != hidden:
             raise ValueError(
@@ -216,7 +214,7 @@ class Encoder:
             )
         linear = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False, device=self.device)
         with torch.no_grad():
-            linear.weight.copy_(weight.float())
+            linear.weight.copy_(weight)
         self.module.projection = linear
 
     def project(self, pooled: np.ndarray) -> np.ndarray:
@@ -265,8 +263,9 @@ class Encoder:
         (so a saved encoder round-trips), else the defaults: mean pooling, bidirectional, 512 tokens.
         """
         path = resolve_model_path(name_or_path)
+        saved = read_encoder_config(path)
         settings = resolve_settings(
-            read_encoder_config(path),
+            saved,
             pooling=pooling,
             bidirectional=bidirectional,
             max_length=max_length,
@@ -274,7 +273,7 @@ class Encoder:
             matryoshka_dimensions=None,
         )
         calibration = read_calibration(path)  # before the weights: damaged files fail fast
-        projection = read_projection(path)
+        projection = read_projection(path, saved)
         model, tokenizer = load_backbone(
             path,
             bidirectional=settings["bidirectional"],

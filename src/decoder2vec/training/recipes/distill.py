@@ -256,8 +256,13 @@ def check_widths(cfg: DistillConfig, student_width: int, teacher_width: int | No
             "learned map after pooling), or set distill.embedding_weight=0 to learn only the teacher's "
             "similarities"
         )
-    out = teacher_width if teacher_width is not None and projects(cfg, student_width, teacher_width) else None
-    narrowest = min(out or student_width, teacher_width or student_width)
+    # a projection makes the student's vectors as wide as the teacher's
+    width = (
+        teacher_width
+        if teacher_width is not None and projects(cfg, student_width, teacher_width)
+        else student_width
+    )
+    narrowest = min(width, teacher_width or width)
     too_wide = [d for d in cfg.matryoshka_dims if d > narrowest]
     if too_wide:
         raise SettingError(f"distill.matryoshka_dims {too_wide} exceed the embedding width {narrowest}")
