@@ -32,6 +32,17 @@ log = logging.getLogger(__name__)
 
 StepFn = Callable[[nn.Module, Any, Any], dict[str, float]]
 
+# A loss within 10% of its chance level (``chance_loss``, which contrastive steps report): the model no
+# longer tells the texts of a batch apart. Seen on the 135M model at SimCSE rates that are fine for most
+# seeds: LoRA rank 64, and one seed in three with Matryoshka terms (BENCHMARKS.md, #19).
+CHANCE_FRACTION = 0.9
+
+
+def at_chance(entry: dict[str, Any]) -> bool:
+    """Whether a logged window's mean loss is at the chance level its step reported (if it reports one)."""
+    chance = entry.get("chance_loss")
+    return bool(chance) and entry.get("loss", 0.0) >= CHANCE_FRACTION * chance
+
 
 @dataclass
 class Stage:
@@ -159,6 +170,7 @@ def _train(stage: Stage, cfg: StageConfig, run_dir: Path, acc, start_from, callb
     batches = iter(stage.plan)
     window: dict[str, float] = {}
     window_steps, window_seconds = 0, 0.0  # seconds spent in training steps only (not eval, not saving)
+    warned = False  # about a loss at chance level: once per run
     bar = tqdm(
         total=cfg.max_steps,
         initial=step,
@@ -211,6 +223,20 @@ def _train(stage: Stage, cfg: StageConfig, run_dir: Path, acc, start_from, callb
             record(entry)
             last = entry
             window, window_steps, window_seconds = {}, 0, 0.0
+            if not warned and at_chance(entry):
+                warned = True
+                log.warning(
+                    "stage %s, step %d: the loss %.4g is at chance level (%.4g, as if every text had the same "
+                    "embedding): the model no longer tells the texts apart. After lower losses this is a "
+                    "collapse, which the rest of a run rarely undoes; lower learning_rate (now %g) or raise "
+                    "warmup_steps (now %d)",
+                    stage.name,
+                    step,
+                    entry["loss"],
+                    entry["chance_loss"],
+                    cfg.learning_rate,
+                    cfg.warmup_steps,
+                )
 
         if stage.evaluate is not None and eval_due(stage.eval_every, step, cfg.max_steps):
             model.eval()

@@ -112,7 +112,20 @@ class ContrastiveRecipe(Recipe):
                     backward=acc.backward,
                     no_sync=lambda: acc.no_sync(model),
                 )
-        return {"loss": float(loss.detach()) / world()[1], "tokens": tokens_in(batch.tokens.attention_mask)}
+        return {
+            "loss": float(loss.detach()) / world()[1],
+            "chance_loss": self.chance_loss(batch),
+            "tokens": tokens_in(batch.tokens.attention_mask),
+        }
+
+    def chance_loss(self, batch: ContrastiveBatch) -> float:
+        """The loss of this batch if every text had the same embedding: every candidate equally similar, a
+        uniform softmax, ln(candidates) per query (summed over the Matryoshka terms, false negatives left
+        out). The loop warns when the loss climbs back to it: the embeddings have collapsed."""
+        rows = batch.tokens.input_ids.shape[0]
+        with torch.no_grad():  # (every process calls it, so the loss's all-gather stays matched)
+            same = torch.ones(rows, self.encoder.embedding_dim, device=self.acc.device)
+            return float(self.loss(same, batch)) / world()[1]
 
     # ------------------------------------------------------------------ run and save
     def stage(self) -> Stage:

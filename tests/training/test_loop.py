@@ -1,0 +1,62 @@
+"""The loop's warning for a loss at chance level: contrastive steps report the loss their batch would have
+if every text had the same embedding (ln of the candidates per query), and a loss back at it is named."""
+
+import json
+import logging
+import math
+
+import pytest
+
+from decoder2vec.training.config import SimCSEConfig
+from decoder2vec.training.recipes.simcse import run_simcse
+
+BATCH = 4
+
+
+def simcse(model, corpus, out, **settings) -> list[dict]:
+    """A short SimCSE run on the tiny model (batch 4, every step logged); its logged windows."""
+    cfg = SimCSEConfig(
+        model=str(model),
+        data=str(corpus),
+        batch_size=BATCH,
+        max_seq_length=16,
+        max_steps=3,
+        log_every=1,
+        merge=False,
+        **settings,
+    )
+    run_simcse(cfg, out)
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_chance_loss_is_ln_of_the_in_batch_candidates(tiny_word_llama, text_corpus, tmp_path):
+    """SimCSE: each sentence against the batch's 4 second views, so chance is ln 4 (math, not the loss
+    function); with Matryoshka terms it is their weighted sum, 3 ln 4 + 1 ln 4."""
+    rows = simcse(tiny_word_llama, text_corpus, tmp_path / "plain")
+    assert [r["chance_loss"] for r in rows] == pytest.approx([math.log(BATCH)] * 3, rel=1e-5)
+    rows = simcse(
+        tiny_word_llama, text_corpus, tmp_path / "mrl", matryoshka_dims=[32, 8], matryoshka_weights=[3, 1]
+    )
+    assert [r["chance_loss"] for r in rows] == pytest.approx([4 * math.log(BATCH)] * 3, rel=1e-5)
+
+
+def test_a_loss_at_chance_is_warned_about_once_naming_the_remedy(
+    tiny_word_llama, text_corpus, tmp_path, caplog
+):
+    """A temperature so high that every similarity divides to ~0 keeps the softmax uniform: the loss sits
+    at chance on every step, as in a collapse, and the run says so once, with the rate to lower."""
+    with caplog.at_level(logging.WARNING, logger="decoder2vec.training.loop"):
+        rows = simcse(tiny_word_llama, text_corpus, tmp_path / "flat", temperature=1e6, learning_rate=2e-3)
+    assert all(r["loss"] >= 0.9 * r["chance_loss"] for r in rows)
+    warnings = [r.getMessage() for r in caplog.records if "chance level" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "stage simcse, step 1" in warnings[0] and "learning_rate (now 0.002)" in warnings[0]
+
+
+def test_a_learning_run_is_not_warned_about(tiny_word_llama, text_corpus, tmp_path, caplog):
+    """The usual temperature: two dropout views of a sentence are far closer than other sentences, the
+    loss is well under chance, and nothing is said."""
+    with caplog.at_level(logging.WARNING, logger="decoder2vec.training.loop"):
+        rows = simcse(tiny_word_llama, text_corpus, tmp_path / "ok", temperature=0.05)
+    assert all(r["loss"] < 0.9 * r["chance_loss"] for r in rows), rows
+    assert not [r for r in caplog.records if "chance level" in r.getMessage()]
