@@ -2,7 +2,7 @@
 
     python tools/ship_encoder.py RUN_DIR [--dest src/decoder2vec/resources/encoders/smollm2-135m-llm2vec]
     python tools/ship_encoder.py SIMCSE_RUN_DIR --simcse-only   # the shipped MNTP adapter + a new SimCSE stage
-    python tools/ship_encoder.py DISTILL_RUN_DIR --student      # a distilled student: smollm2-135m-llm2vec-14l
+    python tools/ship_encoder.py DISTILL_RUN_DIR --student [--alias smollm2-135m-llm2vec-10l]   # a distilled student
 
 RUN_DIR is what ``decoder2vec convert --config cpu-2h --out RUN_DIR`` wrote. Each stage's LoRA adapter is
 cast to fp16 and copied into the bundle with ``recipe.json``: the recipe, the data, steps and wall time of
@@ -42,7 +42,7 @@ from decoder2vec.backbone.default_encoder import (
     sha256,
     shipped_dir,
 )
-from decoder2vec.backbone.default_model import SHIPPED_ENCODERS
+from decoder2vec.backbone.default_model import DISTILLED_ENCODER, SHIPPED_ENCODERS
 from decoder2vec.evaluation.loaders import load_sick, load_stsb
 
 CALIBRATION = "calibration.npy"
@@ -221,13 +221,13 @@ def main() -> None:
         "--student", action="store_true", help="RUN is a distill run of a LoRA student of a shipped encoder"
     )
     parser.add_argument(
-        "--alias", default=None, help="The bundle's alias (--student: smollm2-135m-llm2vec-14l)"
+        "--alias", default=None, help=f"The bundle's alias (--student: default {DISTILLED_ENCODER})"
     )
     parser.add_argument("--dest", type=Path, default=None, help="Default: the alias's folder in the package")
     parser.add_argument("--data-dir", type=Path, default=SHARED)
     parser.add_argument("--no-scores", action="store_true", help="build and check only (a dry run)")
     args = parser.parse_args()
-    alias = args.alias or (SHIPPED_ENCODERS[1] if args.student else ENCODER_ALIAS)
+    alias = args.alias or (DISTILLED_ENCODER if args.student else ENCODER_ALIAS)
     args.dest = args.dest or shipped_dir(alias)
     args.dest.parent.mkdir(parents=True, exist_ok=True)
 

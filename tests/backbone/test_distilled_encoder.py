@@ -1,5 +1,6 @@
-"""The shipped distilled student ``smollm2-135m-llm2vec-14l``: a small bundle (the teacher alias, a layer
-count, a fp16 LoRA, a projection) that rebuilds exactly what an independent cut-merge-project gives."""
+"""The shipped distilled students ``smollm2-135m-llm2vec-14l`` and ``-10l``: small bundles (the teacher
+alias, a layer count, a fp16 LoRA, a projection) that rebuild exactly what an independent cut-merge-project
+gives."""
 
 import importlib.util
 import shutil
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from decoder2vec.backbone.default_encoder import default_encoder_folder, read_manifest, shipped_dir
-from decoder2vec.backbone.default_model import DEFAULT_ENCODER, DISTILLED_ENCODER
+from decoder2vec.backbone.default_model import DEFAULT_ENCODER, DISTILLED_ENCODERS
 from decoder2vec.errors import ModelLoadError
 
 needs_default_model = pytest.mark.skipif(
@@ -18,13 +19,22 @@ needs_default_model = pytest.mark.skipif(
 SENTENCES = ["A man is playing a guitar.", "The stock market fell sharply today.", "Hi"]
 
 
-def test_bundle_is_small_and_records_its_teacher_and_scores():
+LAYERS = {"smollm2-135m-llm2vec-14l": 14, "smollm2-135m-llm2vec-10l": 10}
+
+
+def test_every_distilled_alias_is_shipped():
+    assert set(DISTILLED_ENCODERS) == set(LAYERS)
+
+
+@pytest.mark.parametrize("alias", DISTILLED_ENCODERS)
+def test_bundle_is_small_and_records_its_teacher_and_scores(alias):
     from safetensors import safe_open
 
-    bundle = shipped_dir(DISTILLED_ENCODER)
+    bundle = shipped_dir(alias)
     manifest = read_manifest(bundle)  # also checks every file's SHA-256, the projection's included
     assert sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file()) <= 40 * 2**20  # the issue's cap
-    assert manifest["base"] == DEFAULT_ENCODER and manifest["layers"] == 14
+    assert manifest["alias"] == alias
+    assert manifest["base"] == DEFAULT_ENCODER and manifest["layers"] == LAYERS[alias]
     assert manifest["projection"]["path"] == "projection.safetensors"
     with safe_open(bundle / "student" / "adapter_model.safetensors", "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}  # noqa: SIM118 (not iterable)
@@ -37,7 +47,7 @@ def test_bundle_is_small_and_records_its_teacher_and_scores():
 def test_a_damaged_projection_is_an_error_naming_it(tmp_path, monkeypatch):
     monkeypatch.setenv("DECODER2VEC_HOME", str(tmp_path / "cache"))
     bundle = tmp_path / "bundle"
-    shutil.copytree(shipped_dir(DISTILLED_ENCODER), bundle)
+    shutil.copytree(shipped_dir(DISTILLED_ENCODERS[0]), bundle)
     weights = bundle / "projection.safetensors"
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -49,8 +59,9 @@ def test_a_damaged_projection_is_an_error_naming_it(tmp_path, monkeypatch):
 
 @pytest.mark.real_model
 @needs_default_model
-def test_alias_equals_an_independent_build():
-    """transformers loads the teacher alias, keeps its first 14 layers, PEFT merges the student's LoRA; an
+@pytest.mark.parametrize("alias", DISTILLED_ENCODERS)
+def test_alias_equals_an_independent_build(alias):
+    """transformers loads the teacher alias, keeps its first layers, PEFT merges the student's LoRA; an
     all-zeros additive 4-D mask (every token sees every token), a mean by hand and the projection by hand."""
     from peft import PeftModel
     from safetensors.numpy import load_file
@@ -58,15 +69,15 @@ def test_alias_equals_an_independent_build():
 
     from decoder2vec import Encoder
 
-    bundle = shipped_dir(DISTILLED_ENCODER)
+    bundle, layers = shipped_dir(alias), LAYERS[alias]
     model = AutoModel.from_pretrained(default_encoder_folder(), dtype=torch.float32)  # the teacher
-    model.layers = model.layers[:14]
-    model.config.num_hidden_layers = 14
+    model.layers = model.layers[:layers]
+    model.config.num_hidden_layers = layers
     model = PeftModel.from_pretrained(model, bundle / "student").merge_and_unload().eval()
     weight = load_file(str(bundle / "projection.safetensors"))["linear.weight"]
 
-    encoder = Encoder.from_pretrained(DISTILLED_ENCODER)
-    assert encoder.model.config.num_hidden_layers == 14 and encoder.embedding_dim == weight.shape[0]
+    encoder = Encoder.from_pretrained(alias)
+    assert encoder.model.config.num_hidden_layers == layers and encoder.embedding_dim == weight.shape[0]
     for sentence, ours in zip(SENTENCES, encoder.encode(SENTENCES)):
         ids = encoder.tokenize([sentence]).input_ids  # the encoder's own token sequence (one text)
         n = ids.shape[1]

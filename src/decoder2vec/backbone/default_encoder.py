@@ -1,9 +1,9 @@
 """The shipped encoders, rebuilt on first use from small bundles inside the package.
 
 ``smollm2-135m-llm2vec``: the default GGUF plus LoRA adapters trained by the ``cpu-2h`` LLM2Vec recipe
-(MNTP, then unsupervised SimCSE, on the offline Wikipedia corpus). ``smollm2-135m-llm2vec-14l``: a student
-distilled from it (``train distill --student-layers 14 --projection``): its teacher cut to the first 14
-layers (``"layers"``), the student's LoRA merged, and the projection after pooling.
+(MNTP, then unsupervised SimCSE, on the offline Wikipedia corpus). ``smollm2-135m-llm2vec-14l`` and
+``-10l``: students distilled from it (``train distill --student-layers 14|10 --projection``): the teacher
+cut to its first layers (``"layers"``), the student's LoRA merged, and the projection after pooling.
 
 Each bundle (``resources/encoders/<alias>/``, fp16 adapter safetensors) holds ``recipe.json``: how it was
 made (recipe, data, steps, scores) and the SHA-256 of every file. On first use the encoder is built — its
