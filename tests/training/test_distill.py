@@ -274,8 +274,9 @@ class Crash(RuntimeError):
     pass
 
 
-def test_resume_after_a_crash_is_exact(teacher, text_corpus, tmp_path):
-    """LoRA dropout, GradCache micro-batches and the similarity term: every piece of the step in one run."""
+def test_resume_after_a_crash_is_exact(teacher, text_corpus, tmp_path, monkeypatch):
+    """LoRA dropout, GradCache micro-batches and the similarity term: every piece of the step in one run.
+    The resume takes the trained projection from its checkpoint without refitting the start."""
     cfg = config(
         teacher, text_corpus, mini_batch_size=3, matryoshka_dims=[32, 16], distill_loss="mse", projection=True
     )
@@ -289,6 +290,11 @@ def test_resume_after_a_crash_is_exact(teacher, text_corpus, tmp_path):
         run_distill(cfg, tmp_path / "broken", callbacks=[crash])
     assert (tmp_path / "broken" / TEACHER_CACHE).is_dir()  # kept: the run has a checkpoint
     assert not (tmp_path / "broken" / "encoder").exists()
+
+    def no_refit(*args):
+        raise AssertionError("the least-squares start was refitted on resume")
+
+    monkeypatch.setattr("decoder2vec.training.recipes.distill.least_squares_projection", no_refit)
     run_distill(cfg, tmp_path / "broken", resume=True)
     a = load_file(str(tmp_path / "straight" / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "broken" / "adapter" / "adapter_model.safetensors"))

@@ -54,9 +54,10 @@ class Stage:
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None
     eval_every: int = 0  # steps between evaluations (0: only at the end)
     # One-time work whose results live in the run folder (distill: the teacher's embeddings), called with it
-    # on every process once the folder is checked and claimed, before the first step; ``scratch`` names
-    # what it writes there, removed with the rest when a fresh run fails before its first checkpoint.
-    prepare: Callable[[Path], None] | None = None
+    # and whether the run resumes from a checkpoint, on every process once the folder is checked and
+    # claimed, before the first step; ``scratch`` names what it writes there, removed with the rest when a
+    # fresh run fails before its first checkpoint.
+    prepare: Callable[[Path, bool], None] | None = None
     scratch: tuple[str, ...] = ()
 
 
@@ -119,7 +120,7 @@ def train(
     acc.wait_for_everyone()
     try:
         if stage.prepare is not None:
-            stage.prepare(run_dir)
+            stage.prepare(run_dir, start_from is not None)
         return _train(stage, cfg, run_dir, acc, start_from, callbacks)
     except BaseException:
         # A fresh run that failed before its first checkpoint leaves nothing behind, so the corrected

@@ -426,8 +426,9 @@ class DistillRecipe(ContrastiveRecipe):
             "teacher": {"kind": self.teacher.kind, "sha256": self.teacher.fingerprint},
         }
 
-    def prepare(self, run_dir: Path) -> None:
-        """Teacher embeddings of every text the run will see: cached in the run folder, computed once."""
+    def prepare(self, run_dir: Path, resuming: bool = False) -> None:
+        """Teacher embeddings of every text the run will see: cached in the run folder, computed once; and
+        the projection's least-squares start, fitted on a fresh start only."""
         cfg, acc = self.cfg, self.acc
         needed = visited_indices(len(self.texts), cfg.batch_size * self.world_size, cfg.seed, cfg.max_steps)
         texts = [self.texts[i] for i in needed]
@@ -441,15 +442,23 @@ class DistillRecipe(ContrastiveRecipe):
         width, teacher_width = self.encoder.embedding_dim, int(rows.shape[1])
         check_widths(cfg, width, teacher_width)
         if projects(cfg, width, teacher_width):
-            # fitted afresh on every start; a resume then loads the trained map from its checkpoint
-            self.add_projection(texts[:FIT_TEXTS], rows[:FIT_TEXTS])
+            if resuming:  # the trained map comes from the checkpoint: only its shape is needed here
+                self.add_projection(np.zeros((teacher_width, width), dtype=np.float32))
+            else:
+                self.add_projection(self.least_squares_start(texts[:FIT_TEXTS], rows[:FIT_TEXTS]))
         self.teacher_rows = torch.from_numpy(rows)
         self.row_of = np.full(len(self.texts), -1, dtype=np.int64)
         self.row_of[needed] = np.arange(len(needed))
 
-    def add_projection(self, texts: list[str], targets: np.ndarray) -> None:
-        """A map after pooling, starting as the least-squares map from the untrained student's pooled
-        vectors of ``texts`` to the teacher's ``targets``; trained from here with the student."""
+    def add_projection(self, weight: np.ndarray) -> None:
+        """A map after pooling, (teacher width, student width), trained from ``weight`` with the student."""
+        self.encoder.projection = weight
+        self.trainable += weight.size
+        log.info("projection %d -> %d", weight.shape[1], weight.shape[0])
+
+    def least_squares_start(self, texts: list[str], targets: np.ndarray) -> np.ndarray:
+        """The least-squares map from the untrained student's pooled vectors of ``texts`` to the teacher's
+        ``targets``."""
         module = self.encoder.module
         was_training = module.training
         module.eval()  # no dropout: the fit sees the student as it encodes (and draws no random numbers)
@@ -459,14 +468,8 @@ class DistillRecipe(ContrastiveRecipe):
                 pooled = self.encoder.encode(texts, batch_size=64, show_progress_bar=False)
         finally:
             module.train(was_training)
-        self.encoder.projection = least_squares_projection(pooled, targets)
-        self.trainable += int(targets.shape[1]) * int(pooled.shape[1])
-        log.info(
-            "projection %d -> %d, least-squares start on %d texts",
-            pooled.shape[1],
-            targets.shape[1],
-            len(texts),
-        )
+        log.info("projection: least-squares start on %d texts", len(texts))
+        return least_squares_projection(pooled, targets)
 
     def make_batch(self, indices: list[int]) -> DistillBatch:
         mine = shard(indices, self.rank, self.world_size)
