@@ -112,13 +112,13 @@ class ContrastiveRecipe(Recipe):
                     backward=acc.backward,
                     no_sync=lambda: acc.no_sync(model),
                 )
-        return {
-            "loss": float(loss.detach()) / world()[1],
-            "chance_loss": self.chance_loss(batch),
-            "tokens": tokens_in(batch.tokens.attention_mask),
-        }
+        out = {"loss": float(loss.detach()) / world()[1], "tokens": tokens_in(batch.tokens.attention_mask)}
+        chance = self.chance_loss(batch)
+        if chance is not None:
+            out["chance_loss"] = chance
+        return out
 
-    def chance_loss(self, batch: ContrastiveBatch) -> float:
+    def chance_loss(self, batch: ContrastiveBatch) -> float | None:
         """The loss of this batch if every text had the same embedding: every candidate equally similar, a
         uniform softmax, ln(candidates) per query (summed over the Matryoshka terms, false negatives left
         out). The loop warns when the loss climbs back to it: the embeddings have collapsed."""

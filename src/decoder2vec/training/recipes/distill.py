@@ -491,6 +491,10 @@ class DistillRecipe(ContrastiveRecipe):
         student = gather_with_grad(reps)
         return self.nested_loss(loss_fn, (student, batch.teacher.to(student.device))) * self.world_size
 
+    def chance_loss(self, batch: DistillBatch) -> None:
+        """None: distillation has no chance level. Its targets are fixed teacher rows, so the loss of a
+        student that maps every text to one vector depends on which vector (InfoNCE's does not)."""
+
     def stage(self) -> Stage:
         return Stage(
             self.name,
