@@ -229,6 +229,11 @@ def main() -> None:
     args = parser.parse_args()
     alias = args.alias or (DISTILLED_ENCODER if args.student else ENCODER_ALIAS)
     args.dest = args.dest or shipped_dir(alias)
+    if args.dest.exists() and not (args.dest / MANIFEST).is_file():
+        # the bundle replaces --dest wholesale: only a bundle (with its recipe.json) may be replaced
+        raise SystemExit(
+            f"{args.dest} exists and is not an encoder bundle (no {MANIFEST}); choose another --dest"
+        )
     args.dest.parent.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(dir=args.dest.parent) as tmp:
