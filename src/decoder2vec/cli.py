@@ -15,6 +15,7 @@ from decoder2vec.demo import demo_command
 from decoder2vec.encoding.cli import encode, info, similarity
 from decoder2vec.evaluation.cli import analyze, eval_command
 from decoder2vec.export.cli import app as export_app
+from decoder2vec.pairs.cli import pairs_command
 from decoder2vec.serving.cli import serve
 from decoder2vec.training.cli import convert, train_app
 
@@ -31,6 +32,7 @@ for name, command in (
     ("eval", eval_command),
     ("serve", serve),
     ("embed-corpus", embed_corpus),
+    ("pairs", pairs_command),
 ):
     app.command(name)(command)
 app.add_typer(train_app, name="train")

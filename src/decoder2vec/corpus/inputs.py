@@ -39,6 +39,7 @@ class Corpus:
     texts: list[str] = field(default_factory=list)
     files: list[InputFile] = field(default_factory=list)
     where: list[str] = field(default_factory=list)  # "file:line" of each record, for error messages
+    titles: list[str] = field(default_factory=list)  # with ``title_field`` only ("" where a record has none)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -65,18 +66,21 @@ def expand_inputs(patterns: list[str]) -> list[Path]:
     return [Path(p) for p in sorted(found)]
 
 
-def read_corpus(patterns: list[str], text_field: str = "text", id_field: str = "id") -> Corpus:
+def read_corpus(
+    patterns: list[str], text_field: str = "text", id_field: str = "id", title_field: str | None = None
+) -> Corpus:
     """Read every input, checking texts (present, non-empty, valid Unicode) and ids (unique).
 
     Ids come from ``id_field`` (converted to a string); plain-text files, and records without that
-    field, get ``file:line``. Blank lines of text and JSONL files are skipped.
+    field, get ``file:line``. Blank lines of text and JSONL files are skipped. With ``title_field``,
+    ``corpus.titles`` holds each record's title (optional: "" where absent; a string where present).
     """
     corpus = Corpus()
     first_seen: dict[str, str] = {}
     for path in expand_inputs(patterns):
         data = path.read_bytes()
         before = len(corpus)
-        for where, record_id, text in _records(path, data, text_field, id_field):
+        for where, record_id, text, title in _records(path, data, text_field, id_field, title_field):
             record_id = record_id if record_id is not None else where
             if record_id in first_seen:
                 raise InputError(f"{where}: duplicate id {record_id!r} (first at {first_seen[record_id]})")
@@ -84,6 +88,8 @@ def read_corpus(patterns: list[str], text_field: str = "text", id_field: str = "
             corpus.ids.append(record_id)
             corpus.texts.append(text)
             corpus.where.append(where)
+            if title_field is not None:
+                corpus.titles.append(title)
         if len(corpus) == before:
             raise InputError(f"{path}: holds no texts")
         digest = hashlib.sha256(data).hexdigest()
@@ -91,11 +97,11 @@ def read_corpus(patterns: list[str], text_field: str = "text", id_field: str = "
     return corpus
 
 
-def _records(path: Path, data: bytes, text_field: str, id_field: str):
-    """``(where, id or None, text)`` for each record of one file, by its format."""
+def _records(path: Path, data: bytes, text_field: str, id_field: str, title_field: str | None = None):
+    """``(where, id or None, text, title)`` for each record of one file, by its format (title "" if none)."""
     suffix = path.suffix.lower()
     if suffix in PARQUET_SUFFIXES:
-        yield from _parquet_records(path, data, text_field, id_field)
+        yield from _parquet_records(path, data, text_field, id_field, title_field)
     elif suffix in JSONL_SUFFIXES:
         for number, record in iter_jsonl(path, decode_lines(data, str(path))):
             where = f"{path}:{number}"
@@ -107,15 +113,16 @@ def _records(path: Path, data: bytes, text_field: str, id_field: str):
                 where,
                 _id_of(record.get(id_field), id_field in record, where),
                 _text_of(record[text_field], where),
+                _title_of(record.get(title_field) if title_field else None, where),
             )
     else:
         for number, line in enumerate(decode_lines(data, str(path)), start=1):
             if line.strip():  # blank lines separate nothing, as in `decoder2vec encode`
                 where = f"{path}:{number}"
-                yield where, None, check_unicode(line, where)
+                yield where, None, check_unicode(line, where), ""
 
 
-def _parquet_records(path: Path, data: bytes, text_field: str, id_field: str):
+def _parquet_records(path: Path, data: bytes, text_field: str, id_field: str, title_field: str | None):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -128,10 +135,12 @@ def _parquet_records(path: Path, data: bytes, text_field: str, id_field: str):
     texts = table.column(text_field).to_pylist()
     has_ids = id_field in table.column_names
     ids = table.column(id_field).to_pylist() if has_ids else [None] * len(texts)
+    has_titles = title_field is not None and title_field in table.column_names
+    titles = table.column(title_field).to_pylist() if has_titles else [None] * len(texts)
     # Parquet has no lines: "line" N is the N-th row, counted from 1 like lines.
-    for number, (record_id, text) in enumerate(zip(ids, texts), start=1):
+    for number, (record_id, text, title) in enumerate(zip(ids, texts, titles), start=1):
         where = f"{path}:{number}"
-        yield where, _id_of(record_id, has_ids, where), _text_of(text, where)
+        yield where, _id_of(record_id, has_ids, where), _text_of(text, where), _title_of(title, where)
 
 
 def _text_of(value, where: str) -> str:
@@ -140,6 +149,14 @@ def _text_of(value, where: str) -> str:
     if not value.strip():
         raise InputError(f"{where}: the text is empty; there is nothing to embed")
     return check_unicode(value, where)
+
+
+def _title_of(value, where: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InputError(f"{where}: the title is {type(value).__name__}, not a string")
+    return check_unicode(value.strip(), where)
 
 
 def _id_of(value, present: bool, where: str) -> str | None:
