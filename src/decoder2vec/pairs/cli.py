@@ -66,6 +66,10 @@ def pairs_command(
     dev_fraction: Annotated[float, typer.Option(help="Documents in the dev split.")] = 0.1,
     seed: Annotated[int, typer.Option()] = 0,
     threads: Annotated[int, typer.Option(help="CPU threads for generation.")] = 2,
+    device: Annotated[
+        str | None,
+        typer.Option(help="Generation device: cpu, cuda, cuda:N (default: a GPU if there is one)."),
+    ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace a previous run's files (only those it wrote).")
     ] = False,
@@ -107,6 +111,7 @@ def pairs_command(
         dev_fraction=dev_fraction,
         seed=seed,
         threads=threads,
+        device=device,
         overwrite=overwrite,
     )
     manifest = build_pairs(out, settings)

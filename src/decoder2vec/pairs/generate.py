@@ -128,7 +128,9 @@ def weight_files(path: str | Path) -> list[Path]:
 class TransformersGenerator:
     """``model.generate`` over left-padded batches of chat prompts."""
 
-    def __init__(self, model: str, *, batch_size: int = 16, max_new_tokens: int = 48) -> None:
+    def __init__(
+        self, model: str, *, batch_size: int = 16, max_new_tokens: int = 48, device: str | None = None
+    ) -> None:
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -139,8 +141,11 @@ class TransformersGenerator:
         path = resolve_model_path(model)
         self.tokenizer = load_tokenizer(path)
         self.tokenizer.padding_side = "left"
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        # bf16 on a GPU (generation is memory-bound there); fp32 on CPU, where bf16 sampling would differ
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         try:
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
         except Exception as exc:
             raise ModelLoadError(f"cannot load {model} as a causal LM for query generation: {exc}") from exc
         self.batch_size = batch_size
@@ -167,6 +172,7 @@ class TransformersGenerator:
         for start in range(0, len(chats), self.batch_size):
             prompts = [self.prompt(c) for c in chats[start : start + self.batch_size]]
             enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = {k: v.to(self.device) for k, v in enc.items()}
             torch.manual_seed(seed + start)
             with torch.no_grad():
                 ids = self.model.generate(
@@ -211,10 +217,12 @@ class LlamaCppGenerator:
         return out
 
 
-def load_generator(model: str, backend: str, *, threads: int, batch_size: int, max_new_tokens: int):
+def load_generator(
+    model: str, backend: str, *, threads: int, batch_size: int, max_new_tokens: int, device: str | None = None
+):
     if backend == "llama.cpp":
         return LlamaCppGenerator(model, threads=threads, max_new_tokens=max_new_tokens)
     import torch
 
     torch.set_num_threads(threads)
-    return TransformersGenerator(model, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    return TransformersGenerator(model, batch_size=batch_size, max_new_tokens=max_new_tokens, device=device)

@@ -64,6 +64,9 @@ class PairsSettings:
     temperature: float = 0.5
     max_new_tokens: int = 48
     generation_batch_size: int = 16
+    # cpu, cuda, cuda:N or None (a GPU when there is one); bf16 on a GPU. Part of the recorded settings:
+    # GPU bf16 sampling writes other queries than CPU fp32.
+    device: str | None = None
     shard_size: int = 64
     min_query_words: int = 3
     max_query_words: int = 32
@@ -224,6 +227,7 @@ def generate_shards(out: Path, s: PairsSettings, passages, threads: int) -> list
                 threads=threads,
                 batch_size=s.generation_batch_size,
                 max_new_tokens=s.max_new_tokens,
+                device=s.device,
             )
         start = shard * s.shard_size
         jobs = [
