@@ -193,3 +193,34 @@ def test_a_bad_dev_set_or_metric_fails_before_the_model_loads(text_corpus, tmp_p
     with pytest.raises(SettingError, match="select_metric"):
         run_simcse(simcse_cfg(no_model, text_corpus, dev, select_metric="map"), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_resume_that_skips_the_lost_best_evaluation_restores_the_checkpoints_best(
+    tiny_word_llama, text_corpus, tmp_path, monkeypatch
+):
+    # best/ holds step 6 (the best) when the kill loses checkpoint 6; the resume evaluates only every 4
+    # steps (eval_every may change on resume), so step 6 is never scored again: the outputs must be the
+    # best the checkpoint knew (step 4), not the orphaned step-6 weights
+    scores = {2: 10.0, 4: 30.0, 6: 50.0, 8: 20.0}
+    cfg = simcse_cfg(tiny_word_llama, text_corpus, make_dev(tmp_path / "dev"), max_steps=8)
+    first = KnownScores(scores)
+    monkeypatch.setattr("decoder2vec.evaluation.retrieval.evaluate_retrieval", first)
+    real_save = loop.save
+
+    def save(acc, run_dir, step, *args, **kwargs):
+        if step == 6:
+            raise Crash
+        return real_save(acc, run_dir, step, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "save", save)
+    with pytest.raises(Crash):
+        run_simcse(cfg, tmp_path / "run", callbacks=[first.callback])
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "run" / "best" / "best.json").read_text())["step"] == 6
+    resumed = KnownScores(scores)
+    resumed.done = 4
+    monkeypatch.setattr("decoder2vec.evaluation.retrieval.evaluate_retrieval", resumed)
+    cfg.eval_every = 4
+    result = run_simcse(cfg, tmp_path / "run", resume=True, callbacks=[resumed.callback])
+    assert result.selected == {"metric": "ndcg_at_10", "score": 30.0, "step": 4}
+    assert_same(adapter(tmp_path / "run"), checkpoint(tmp_path / "run", 4))
