@@ -149,6 +149,11 @@ def eval_retrieval_command(
     from decoder2vec.cli_common import load_encoder
 
     encoder = load_encoder(model, max_length=max_length)
+    if dimensions is not None and dimensions > encoder.embedding_dim:
+        raise typer.BadParameter(
+            f"{dimensions} is wider than the model's {encoder.embedding_dim} dimensions",
+            param_hint="--dimensions",
+        )
     scores = evaluate_retrieval(
         encoder, data, query_instruction=query_instruction, batch_size=batch_size, dimensions=dimensions
     )

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from decoder2vec.errors import Decoder2VecError
 from decoder2vec.evaluation.loaders import load_retrieval
 from decoder2vec.evaluation.metrics import RETRIEVAL_METRICS, Run, dense_run, run_scores
 from decoder2vec.evaluation.tasks import RetrievalData
@@ -138,8 +139,9 @@ def encoder_run(
 def _bm25s():
     try:
         import bm25s
-    except ImportError as exc:
-        raise ImportError("BM25 needs bm25s: pip install 'decoder2vec[search]' (or bm25s)") from exc
+    except ImportError:
+        # a missing extra is a setup step, reported as one line by the CLI
+        raise Decoder2VecError("BM25 needs bm25s: pip install 'decoder2vec[search]' (or bm25s)") from None
     return bm25s
 
 
