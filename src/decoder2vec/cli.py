@@ -13,7 +13,7 @@ from decoder2vec.backbone.cli import import_gguf_command
 from decoder2vec.corpus.cli import embed_corpus
 from decoder2vec.demo import demo_command
 from decoder2vec.encoding.cli import encode, info, similarity
-from decoder2vec.evaluation.cli import analyze, eval_command
+from decoder2vec.evaluation.cli import analyze, eval_app
 from decoder2vec.export.cli import app as export_app
 from decoder2vec.pairs.cli import pairs_command
 from decoder2vec.serving.cli import serve
@@ -29,13 +29,13 @@ for name, command in (
     ("info", info),
     ("demo", demo_command),
     ("convert", convert),
-    ("eval", eval_command),
     ("serve", serve),
     ("embed-corpus", embed_corpus),
     ("pairs", pairs_command),
 ):
     app.command(name)(command)
 app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")  # `eval --tasks ...` as before, and `eval retrieval DIR`
 app.add_typer(analyze, name="analyze")
 app.add_typer(export_app, name="export")
 

@@ -448,3 +448,24 @@ def test_ddp_distillation_matches_one_process_with_the_full_batch(teacher, text_
     moved = torch.cat([v.flatten() for k, v in single.items() if "lora_B" in k]).abs().mean().item()
     diff = torch.cat([(ddp[k] - single[k]).flatten() for k in ddp]).abs().mean().item()
     assert moved > 1e-3 and diff < 0.02 * moved, (diff, moved)
+
+
+def test_selection_on_a_retrieval_dev_set_saves_the_best_students_weights(
+    teacher, text_corpus, tmp_path, monkeypatch
+):
+    from decoder2vec import Encoder
+    from tests.training.test_selection import KnownScores, make_dev
+
+    fake = KnownScores({1: 10.0, 2: 40.0, 3: 20.0, 4: 30.0})
+    monkeypatch.setattr("decoder2vec.evaluation.retrieval.evaluate_retrieval", fake)
+    dev = make_dev(tmp_path / "dev")
+    cfg = config(teacher, text_corpus, max_steps=4, eval_every=1, projection=True, retrieval_dev=str(dev))
+    result = run_distill(cfg, tmp_path / "run", callbacks=[fake.callback])
+    assert result.selected == {"metric": "ndcg_at_10", "score": 40.0, "step": 2}
+    assert fake.modes == [False] * 4
+    best = load_file(str(tmp_path / "run" / "best" / "trainable.safetensors"))
+    (key,) = [k for k in best if "projection" in k]
+    saved = Encoder.from_pretrained(tmp_path / "run" / "encoder").projection
+    assert torch.equal(torch.from_numpy(saved), best[key])
+    last = load_file(str(tmp_path / "run" / "checkpoint-00000004" / "trainable.safetensors"))
+    assert not torch.equal(last[key], best[key])  # step 2's projection, not the last one

@@ -1,4 +1,8 @@
-"""``decoder2vec eval`` (``eval_command``) and the ``decoder2vec analyze ...`` group (``analyze``)."""
+"""The ``decoder2vec eval`` group (``eval_app``) and the ``decoder2vec analyze ...`` group (``analyze``).
+
+``decoder2vec eval --tasks ...`` (no sub-command) is the local evaluation it always was; ``decoder2vec eval
+retrieval DIR`` scores a BEIR folder, with BM25 beside it on request.
+"""
 
 # no `from __future__ import annotations`: typer evaluates the annotations
 from pathlib import Path
@@ -14,8 +18,17 @@ def _split_csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+eval_app = typer.Typer(
+    invoke_without_command=True,
+    help="Score a model on local evaluation data (STS-B, SICK-R, custom tasks); "
+    "`eval retrieval DIR` scores a BEIR retrieval folder.",
+)
+
+
+@eval_app.callback()
 @reports_errors
 def eval_command(
+    ctx: typer.Context,
     model: ModelOption = DEFAULT_ENCODER,
     tasks: Annotated[
         str,
@@ -51,6 +64,8 @@ def eval_command(
     ] = True,
 ) -> None:
     """Score a model (and optional baselines of the same checkpoint) on local evaluation data."""
+    if ctx.invoked_subcommand is not None:
+        return  # (`eval retrieval ...`: the sub-command has its own options)
     from decoder2vec.evaluation.runner import (
         BASELINES,
         load_variants,
@@ -80,6 +95,75 @@ def eval_command(
     json_path, md_path = write_report(report, rows, meta)
     typer.echo(markdown_table(rows))
     typer.echo(f"wrote {json_path} and {md_path}")
+
+
+@eval_app.command("retrieval")
+@reports_errors
+def eval_retrieval_command(
+    folder: Annotated[
+        Path, typer.Argument(help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).")
+    ],
+    model: ModelOption = DEFAULT_ENCODER,
+    query_instruction: Annotated[
+        str | None,
+        typer.Option(
+            "--query-instruction", help="Prepended to every query (not to passages), LLM2Vec style."
+        ),
+    ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(help="qrels/<split>.tsv to score (default: dev, else test, else the only one)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 32,
+    dimensions: Annotated[
+        int | None, typer.Option(help="Keep the first N embedding values (Matryoshka truncation).")
+    ] = None,
+    max_length: Annotated[int | None, typer.Option(help="Token limit per text.")] = None,
+    bm25: Annotated[
+        bool, typer.Option("--bm25", help="Also score BM25 (bm25s) on the same folder, side by side.")
+    ] = False,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Folder for results.json and results.md.")
+    ] = None,
+) -> None:
+    """nDCG@10, recall@10, recall@100 and MRR@10 (x100) of a model on a BEIR folder (and of BM25)."""
+    from decoder2vec.evaluation.loaders import load_retrieval
+    from decoder2vec.evaluation.retrieval_report import retrieval_table, write_retrieval_report
+
+    if batch_size < 1:
+        raise typer.BadParameter("must be a positive integer", param_hint="--batch-size")
+    if dimensions is not None and dimensions < 1:
+        raise typer.BadParameter("must be a positive integer", param_hint="--dimensions")
+    # the data and the report folder are checked before the model loads: a typo costs seconds
+    data, split = load_retrieval(folder, split)
+    if report is not None:
+        from decoder2vec.evaluation.retrieval_report import check_report_dir
+
+        check_report_dir(report)
+    from decoder2vec.evaluation.retrieval import BM25_SETTINGS, evaluate_bm25, evaluate_retrieval
+
+    rows = []
+    if bm25:  # first: it needs no model, and a missing bm25s should not cost a model load
+        rows.append({"system": "bm25", "settings": dict(BM25_SETTINGS), **evaluate_bm25(data)})
+        rows[-1]["split"] = split
+    from decoder2vec.cli_common import load_encoder
+
+    encoder = load_encoder(model, max_length=max_length)
+    if dimensions is not None and dimensions > encoder.embedding_dim:
+        raise typer.BadParameter(
+            f"{dimensions} is wider than the model's {encoder.embedding_dim} dimensions",
+            param_hint="--dimensions",
+        )
+    scores = evaluate_retrieval(
+        encoder, data, query_instruction=query_instruction, batch_size=batch_size, dimensions=dimensions
+    )
+    settings = {"query_instruction": query_instruction, "dimensions": dimensions, "max_length": max_length}
+    rows.insert(0, {"system": model, "settings": settings, **scores, "split": split})
+    meta = {"folder": str(folder), "split": split, "model": model, "batch_size": batch_size}
+    typer.echo(retrieval_table(rows))
+    if report is not None:
+        json_path, md_path = write_retrieval_report(report, rows, meta)
+        typer.echo(f"wrote {json_path} and {md_path}")
 
 
 analyze = typer.Typer(

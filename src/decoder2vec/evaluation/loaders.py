@@ -29,7 +29,11 @@ from decoder2vec.io import iter_jsonl
 
 __all__ = [
     "DataFormatError",
+    "beir_split",
+    "is_beir_folder",
+    "load_beir",
     "load_records",
+    "load_retrieval",
     "load_sick",
     "load_stsb",
     "load_task_dir",
@@ -193,39 +197,132 @@ def _load_labelled(path: Path) -> tuple[list[str], list[str]]:
     return texts, labels
 
 
-def _load_id_texts(path: Path) -> dict[str, str]:
+def _load_id_texts(path: Path, id_field: str = "id") -> dict[str, str]:
     out: dict[str, str] = {}
-    for lineno, row in load_records(path, ("id", "text")):
-        key = str(row["id"])
+    for lineno, row in load_records(path, (id_field, "text")):
+        key = row[id_field]
+        if isinstance(key, bool) or not isinstance(key, str | int) or not str(key).strip():
+            raise DataFormatError(path, f"{id_field} must be a non-empty string, got {key!r}", lineno)
+        key = str(key)
         if key in out:
-            raise DataFormatError(path, f"duplicate id {key!r}", lineno)
-        text = _text(path, lineno, row["text"], "text")
-        title = row.get("title")
+            raise DataFormatError(path, f"duplicate {id_field} {key!r}", lineno)
+        title, text = row.get("title"), row["text"]
+        title = title.strip() if isinstance(title, str) else ""
+        if not isinstance(text, str) or not (text.strip() or title):
+            # (a BEIR passage may have an empty text when its title says it all)
+            raise DataFormatError(path, "text is missing or empty", lineno)
         # BEIR convention: the title is part of the passage
-        out[key] = f"{title} {text}" if isinstance(title, str) and title.strip() else text
+        out[key] = f"{title} {text}".strip() if title else text
     return out
 
 
-def _load_retrieval(folder: Path) -> RetrievalData:
-    queries = _load_id_texts(_find(folder, "queries"))
-    corpus = _load_id_texts(_find(folder, "corpus"))
-    qrels_path = _find(folder, "qrels")
+def _check_qrels(
+    qrels_path: Path,
+    rows: list[Record],
+    columns: tuple[str, str, str],
+    queries: dict[str, str],
+    corpus: dict[str, str],
+    sources: tuple[Path, Path],
+) -> RetrievalData:
+    """Judgements ``rows`` (query id, doc id, integer grade) against the queries and corpus read from
+    ``sources``; only queries with a relevant document (grade > 0) are kept, as MTEB and BEIR score."""
+    q_col, d_col, s_col = columns
     qrels: dict[str, dict[str, int]] = {}
-    for lineno, row in load_records(qrels_path, ("query_id", "doc_id", "score")):
-        qid, did = str(row["query_id"]), str(row["doc_id"])
+    for lineno, row in rows:
+        qid, did = str(row[q_col]).strip(), str(row[d_col]).strip()
         if qid not in queries:
-            raise DataFormatError(qrels_path, f"query_id {qid!r} is not in {folder / 'queries'}.*", lineno)
+            raise DataFormatError(qrels_path, f"{q_col} {qid!r} is not in {sources[0]}", lineno)
         if did not in corpus:
-            raise DataFormatError(qrels_path, f"doc_id {did!r} is not in {folder / 'corpus'}.*", lineno)
-        score = _score(qrels_path, lineno, row["score"], "score")
+            raise DataFormatError(qrels_path, f"{d_col} {did!r} is not in {sources[1]}", lineno)
+        score = _score(qrels_path, lineno, row[s_col], s_col)
         if score != int(score):
-            raise DataFormatError(qrels_path, f"relevance {score} must be an integer grade", lineno)
+            raise DataFormatError(qrels_path, f"relevance {row[s_col]!r} must be an integer grade", lineno)
+        if did in qrels.get(qid, {}):
+            raise DataFormatError(qrels_path, f"duplicate judgement of {did!r} for {qid!r}", lineno)
         qrels.setdefault(qid, {})[did] = int(score)
     positives = [q for q, rels in qrels.items() if any(r > 0 for r in rels.values())]
     if not positives:
         raise DataFormatError(qrels_path, "no query has a relevant document (score > 0)")
     # queries without any positive cannot be scored; keep only the judged ones, as MTEB does
     return RetrievalData({q: queries[q] for q in positives}, corpus, {q: qrels[q] for q in positives})
+
+
+def _load_retrieval(folder: Path) -> RetrievalData:
+    queries_path, corpus_path = _find(folder, "queries"), _find(folder, "corpus")
+    queries, corpus = _load_id_texts(queries_path), _load_id_texts(corpus_path)
+    qrels_path = _find(folder, "qrels")
+    rows = load_records(qrels_path, ("query_id", "doc_id", "score"))
+    return _check_qrels(
+        qrels_path, rows, ("query_id", "doc_id", "score"), queries, corpus, (queries_path, corpus_path)
+    )
+
+
+# ------------------------------------------------------------------ BEIR folders
+BEIR_QRELS_COLUMNS = ("query-id", "corpus-id", "score")
+BEIR_DEFAULT_SPLITS = ("dev", "test")  # tried in this order when no split is named
+
+
+def is_beir_folder(folder: str | Path) -> bool:
+    """A BEIR data set: ``corpus.jsonl``, ``queries.jsonl`` and a ``qrels/`` folder of ``<split>.tsv``."""
+    folder = Path(folder)
+    return (folder / "corpus.jsonl").is_file() and (folder / "qrels").is_dir()
+
+
+def beir_split(folder: str | Path, split: str | None = None) -> str:
+    """The qrels split to score: ``split`` if given, else dev, else test, else the folder's only one."""
+    qrels_dir = Path(folder) / "qrels"
+    found = sorted(p.stem for p in qrels_dir.glob("*.tsv") if p.is_file())
+    if not found:
+        raise DataFormatError(qrels_dir, "holds no <split>.tsv qrels file")
+    if split is not None:
+        if split not in found:
+            raise DataFormatError(qrels_dir / f"{split}.tsv", f"no such split; found {', '.join(found)}")
+        return split
+    for name in BEIR_DEFAULT_SPLITS:
+        if name in found:
+            return name
+    if len(found) == 1:
+        return found[0]
+    raise DataFormatError(qrels_dir, f"several splits ({', '.join(found)}) and no dev or test; name one")
+
+
+def load_beir(folder: str | Path, split: str | None = None) -> RetrievalData:
+    """A BEIR folder: ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``queries.jsonl`` (``_id``,
+    ``text``) and ``qrels/<split>.tsv`` (header ``query-id  corpus-id  score``, integer grades).
+
+    The passage is ``title + " " + text`` (BEIR's and MTEB's convention). Queries judged in the split with
+    at least one relevant document are kept; the corpus is kept whole (the other splits' documents are
+    distractors too, as in BEIR).
+    """
+    folder = Path(folder)
+    if not is_beir_folder(folder):
+        raise DataFormatError(folder, "not a BEIR folder: expected corpus.jsonl, queries.jsonl and qrels/")
+    queries_path, corpus_path = folder / "queries.jsonl", folder / "corpus.jsonl"
+    queries, corpus = _load_id_texts(queries_path, "_id"), _load_id_texts(corpus_path, "_id")
+    qrels_path = folder / "qrels" / f"{beir_split(folder, split)}.tsv"
+    rows = list(_tsv_records(qrels_path, BEIR_QRELS_COLUMNS))
+    return _check_qrels(qrels_path, rows, BEIR_QRELS_COLUMNS, queries, corpus, (queries_path, corpus_path))
+
+
+def load_retrieval(folder: str | Path, split: str | None = None) -> tuple[RetrievalData, str]:
+    """A retrieval data set and its split: a BEIR folder, or a custom task folder of type retrieval
+    (``task.json`` + queries/corpus/qrels, whose one split is ``test``)."""
+    folder = Path(folder)
+    if is_beir_folder(folder):
+        split = beir_split(folder, split)
+        return load_beir(folder, split), split
+    if (folder / "task.json").is_file():
+        task = load_task_dir(folder)
+        if task.type != "retrieval":
+            raise DataFormatError(folder / "task.json", f"task type is {task.type!r}, not retrieval")
+        if split not in (None, "test"):
+            raise DataFormatError(folder, f"a custom task folder has one split (test), not {split!r}")
+        return task.data, "test"
+    if not folder.is_dir():
+        raise DataFormatError(folder, "retrieval data folder not found")
+    raise DataFormatError(
+        folder, "not a retrieval folder: expected BEIR files (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)"
+    )
 
 
 def _load_reranking(path: Path) -> RerankingData:

@@ -21,10 +21,12 @@ __all__ = [
     "classification_scores",
     "clustering_scores",
     "cosine_matrix",
+    "dense_run",
     "pair_classification_scores",
     "paired_cosine",
     "reranking_scores",
     "retrieval_scores",
+    "run_scores",
     "sts_scores",
 ]
 
@@ -173,24 +175,81 @@ def clustering_scores(
     return {"v_measure": 100.0 * float(v_measure_score(labels, km.labels_))}
 
 
+Run = dict[str, dict[str, float]]  # query id -> {doc id: score}, as trec_eval / pytrec_eval take a run
+
+
 def _ranked(doc_scores: Iterable[tuple[str, float]]) -> list[str]:
     # trec_eval (and so pytrec_eval and MTEB's mrr) order by score, ties broken by doc id, both descending
     return [d for d, _ in sorted(doc_scores, key=lambda kv: (kv[1], kv[0]), reverse=True)]
 
 
-def _query_metrics(
-    ranking: list[str], rels: Mapping[str, int], k_ndcg: int, k_mrr: int, k_recall: int
-) -> tuple:
+def _query_metrics(ranking: list[str], rels: Mapping[str, int]) -> tuple[float, float, float, float]:
+    """nDCG@10, MRR@10, recall@10, recall@100 of one ranked list."""
     relevant = {d for d, r in rels.items() if r > 0}
     # nDCG as trec_eval's ndcg_cut: linear gain, log2 discount, ideal DCG over all judged-relevant docs
-    dcg = sum(
-        rels.get(d, 0) / np.log2(rank + 2) for rank, d in enumerate(ranking[:k_ndcg]) if rels.get(d, 0) > 0
-    )
-    ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:k_ndcg]
+    dcg = sum(rels.get(d, 0) / np.log2(rank + 2) for rank, d in enumerate(ranking[:10]) if rels.get(d, 0) > 0)
+    ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:10]
     idcg = sum(r / np.log2(rank + 2) for rank, r in enumerate(ideal))
-    rr = next((1.0 / (rank + 1) for rank, d in enumerate(ranking[:k_mrr]) if d in relevant), 0.0)
-    recall = len(relevant.intersection(ranking[:k_recall])) / len(relevant)
-    return dcg / idcg, rr, recall
+    rr = next((1.0 / (rank + 1) for rank, d in enumerate(ranking[:10]) if d in relevant), 0.0)
+    recall = [len(relevant.intersection(ranking[:k])) / len(relevant) for k in (10, 100)]
+    return dcg / idcg, rr, recall[0], recall[1]
+
+
+RETRIEVAL_METRICS = ("ndcg_at_10", "mrr_at_10", "recall_at_10", "recall_at_100")
+
+
+def run_scores(
+    run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]]
+) -> dict[str, float]:
+    """nDCG@10, MRR@10, recall@10 and recall@100 (×100) of a run, mean over the queries with a relevant doc.
+
+    Follows trec_eval (``ndcg_cut_10``, ``recall_10``, ``recall_100``, and ``recip_rank`` of the run cut at
+    10): documents ordered by score, ties by doc id, both descending. A judged query the run does not rank
+    scores 0 (trec_eval would leave it out of its mean; here a missing query is the system's failure).
+    """
+    per_query = [
+        _query_metrics(_ranked(run.get(qid, {}).items()), rels)
+        for qid, rels in qrels.items()
+        if any(r > 0 for r in rels.values())
+    ]
+    if not per_query:
+        raise ValueError("no query has a relevant document")
+    ndcg, mrr, r10, r100 = np.mean(np.asarray(per_query), axis=0)
+    return {
+        "ndcg_at_10": 100.0 * float(ndcg),
+        "mrr_at_10": 100.0 * float(mrr),
+        "recall_at_10": 100.0 * float(r10),
+        "recall_at_100": 100.0 * float(r100),
+    }
+
+
+def dense_run(
+    query_emb: np.ndarray,
+    doc_emb: np.ndarray,
+    query_ids: Sequence[str],
+    doc_ids: Sequence[str],
+    *,
+    batch_size: int = 256,
+    top_k: int = 100,
+) -> Run:
+    """Exact cosine search by batched matrix product: each query's ``top_k`` documents and their cosine."""
+    if len(query_ids) != len(query_emb) or len(doc_ids) != len(doc_emb):
+        raise ValueError("ids and embeddings differ in length")
+    doc_unit = _unit_rows(doc_emb).astype(np.float32)
+    k = min(top_k, len(doc_ids))
+    run: Run = {}
+    for start in range(0, len(query_ids), batch_size):
+        q = _unit_rows(query_emb[start : start + batch_size]).astype(np.float32)
+        sims = q @ doc_unit.T
+        # argpartition keeps the top k per row in O(n); the exact order is settled by _ranked
+        top = (
+            np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            if k < len(doc_ids)
+            else np.tile(np.arange(k), (len(q), 1))
+        )
+        for row, qid in enumerate(query_ids[start : start + batch_size]):
+            run[qid] = {doc_ids[j]: float(sims[row, j]) for j in top[row]}
+    return run
 
 
 def retrieval_scores(
@@ -203,39 +262,13 @@ def retrieval_scores(
     batch_size: int = 256,
     top_k: int = 100,
 ) -> dict[str, float]:
-    """Exact cosine search by batched matrix product; nDCG@10, MRR@10 and recall@100 (×100), mean over queries.
+    """:func:`run_scores` of an exact cosine search (:func:`dense_run`) over the given embeddings.
 
     Only queries with at least one relevant document count (as in trec_eval, a query with no judgement has
     nothing to score). ``top_k`` documents are kept per query, enough for recall@100.
     """
-    if len(query_ids) != len(query_emb) or len(doc_ids) != len(doc_emb):
-        raise ValueError("ids and embeddings differ in length")
-    doc_unit = _unit_rows(doc_emb).astype(np.float32)
-    k = min(top_k, len(doc_ids))
-    per_query = []
-    for start in range(0, len(query_ids), batch_size):
-        q = _unit_rows(query_emb[start : start + batch_size]).astype(np.float32)
-        sims = q @ doc_unit.T
-        # argpartition keeps the top k per row in O(n); the exact order is settled by _ranked
-        top = (
-            np.argpartition(-sims, k - 1, axis=1)[:, :k]
-            if k < len(doc_ids)
-            else np.tile(np.arange(k), (len(q), 1))
-        )
-        for row, qid in enumerate(query_ids[start : start + batch_size]):
-            rels = qrels.get(qid, {})
-            if not any(r > 0 for r in rels.values()):
-                continue
-            ranking = _ranked((doc_ids[j], float(sims[row, j])) for j in top[row])
-            per_query.append(_query_metrics(ranking, rels, 10, 10, 100))
-    if not per_query:
-        raise ValueError("no query has a relevant document")
-    ndcg, mrr, recall = np.mean(np.asarray(per_query), axis=0)
-    return {
-        "ndcg_at_10": 100.0 * float(ndcg),
-        "mrr_at_10": 100.0 * float(mrr),
-        "recall_at_100": 100.0 * float(recall),
-    }
+    run = dense_run(query_emb, doc_emb, query_ids, doc_ids, batch_size=batch_size, top_k=top_k)
+    return run_scores(run, {q: qrels[q] for q in query_ids if q in qrels})
 
 
 def reranking_scores(

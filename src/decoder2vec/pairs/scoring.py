@@ -58,7 +58,7 @@ class BM25Scorer:
         try:
             import bm25s
         except ImportError as exc:
-            raise ConfigError("BM25 needs the bm25s package: pip install 'decoder2vec[pairs]'") from exc
+            raise ConfigError("BM25 needs the bm25s package: pip install 'decoder2vec[search]'") from exc
         self.tokenizer = bm25s.tokenization.Tokenizer(stopwords="en", stemmer=None)
         ids = self.tokenizer.tokenize(passages, update_vocab=True, return_as="ids", show_progress=False)
         self.retriever = bm25s.BM25()

@@ -27,6 +27,7 @@ from decoder2vec.io import settle_tree, write_file_atomic
 from decoder2vec.training.errors import OutputExistsError, ResumeMismatchError, TrainingError
 
 RUN_FILE = "run.json"
+BEST_COPY = "best.safetensors"  # with checkpoint selection: the best weights so far (the loop's best/)
 STATE_FILE = "trainer_state.json"
 _PREFIX = "checkpoint-"
 

@@ -74,6 +74,11 @@ def _run_stage(spec: StageSpec, config, set_, out, resume: bool, overwrite: bool
     lines = [f"adapter: {result.adapter}"] if result.adapter else []
     if result.merged:
         lines.append(f"{spec.output}: {result.merged}")
+    if result.selected:
+        best = result.selected
+        lines.append(
+            f"selected: step {best['step']} ({best['metric']} {best['score']:.2f} on the retrieval dev set)"
+        )
     _report("\n".join(lines))
 
 

@@ -53,6 +53,28 @@ class StageConfig:
     gradient_checkpointing: bool | None = None
     dtype: str | None = None  # None: bf16 autocast on GPUs that have it, fp32 on CPU
     merge: bool = True  # also write the base model with this stage's adapter merged in
+    eval_every: int = 100  # steps between evaluations (0: only at the end); they also run at the end
+    # Checkpoint selection on a retrieval dev set (a BEIR folder, docs/evaluation.md): scored every
+    # eval_every steps and at the end; the best step's trainable weights are kept in the run's best/ and
+    # are what the stage saves. The split, the instruction prepended to queries, and a subsample that bounds
+    # each evaluation's cost (every judged document of the kept queries stays in the corpus).
+    retrieval_dev: str | None = None
+    retrieval_dev_split: str | None = None
+    retrieval_dev_instruction: str | None = None
+    retrieval_dev_max_queries: int | None = None
+    retrieval_dev_max_docs: int | None = None
+    select_metric: str = "ndcg_at_10"  # ndcg_at_10, mrr_at_10, recall_at_10 or recall_at_100
+
+
+# the selection settings; a run without retrieval_dev leaves them out of its identity (see recipes/common.py)
+SELECTION_KEYS = (
+    "retrieval_dev",
+    "retrieval_dev_split",
+    "retrieval_dev_instruction",
+    "retrieval_dev_max_queries",
+    "retrieval_dev_max_docs",
+    "select_metric",
+)
 
 
 @dataclass
@@ -61,7 +83,6 @@ class MNTPConfig(StageConfig):
     mask_probability: float | None = None  # None: 0.2 for bert, 0.8 for all_mask
     mask_token: str = "blank"  # blank ('_'), eos, pad or new (<mask>)
     eval_fraction: float = 0.01
-    eval_every: int = 100
     eval_batches: int = 8
 
 
@@ -468,6 +489,17 @@ def check_stage(cfg: StageConfig, stage: str) -> None:
         raise bad("warmup_steps/weight_decay/max_grad_norm", None, "must not be negative")
     if cfg.keep_checkpoints < 1:
         raise bad("keep_checkpoints", cfg.keep_checkpoints, "must be at least 1")
+    if not isinstance(cfg.eval_every, int) or isinstance(cfg.eval_every, bool) or cfg.eval_every < 0:
+        raise bad("eval_every", cfg.eval_every, "must be a non-negative integer (0: only at the end)")
+    for key in ("retrieval_dev_max_queries", "retrieval_dev_max_docs"):
+        value = getattr(cfg, key)
+        if value is not None and value < 1:
+            raise bad(key, value, "must be a positive integer (or null: all)")
+    if cfg.retrieval_dev:
+        from decoder2vec.evaluation.metrics import RETRIEVAL_METRICS
+
+        if cfg.select_metric not in RETRIEVAL_METRICS:
+            raise bad("select_metric", cfg.select_metric, f"must be one of {', '.join(RETRIEVAL_METRICS)}")
     if cfg.lora.r < 1 or cfg.lora.alpha <= 0 or not 0 <= cfg.lora.dropout < 1:
         raise bad("lora", cfg.lora, "needs r >= 1, alpha > 0 and 0 <= dropout < 1")
     if cfg.dtype not in (None, "float32", "bfloat16", "float16"):

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from decoder2vec.io import replace_folder
 from decoder2vec.training import checkpoint as ckpt
 from decoder2vec.training.config import StageConfig
 from decoder2vec.training.data.sampling import BatchPlan
@@ -53,6 +54,9 @@ class Stage:
     step: StepFn  # (prepared model, batch, accelerator) -> {"loss": float, "tokens": int, ...}; does backward
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None
     eval_every: int = 0  # steps between evaluations (0: only at the end)
+    # Checkpoint selection: the key of ``evaluate``'s scores to maximise. The best step's trainable weights
+    # are kept in ``best/`` (see :func:`write_best`); the best so far is part of every checkpoint's state.
+    select_metric: str | None = None
     # One-time work whose results live in the run folder (distill: the teacher's embeddings), called with it
     # and whether the run resumes from a checkpoint, on every process once the folder is checked and
     # claimed, before the first step; ``scratch`` names what it writes there, removed with the rest when a
@@ -128,7 +132,7 @@ def train(
         if start_from is None and acc.is_main_process and not ckpt.checkpoints(run_dir):
             (run_dir / ckpt.RUN_FILE).unlink(missing_ok=True)
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-            for name in stage.scratch:
+            for name in (*stage.scratch, BEST_DIR):
                 shutil.rmtree(run_dir / name, ignore_errors=True)
             if created and run_dir.is_dir() and not any(run_dir.iterdir()):
                 run_dir.rmdir()
@@ -147,6 +151,7 @@ def _train(stage: Stage, cfg: StageConfig, run_dir: Path, acc, start_from, callb
 
     step = 0
     last: dict[str, Any] = {}
+    best: dict[str, Any] | None = None  # {"metric", "score", "step"} of the best evaluation so far
     if start_from is not None:
         saved = ckpt.load_checkpoint(start_from, acc.process_index)
         unknown = set(saved["trainable"]) ^ set(params)
@@ -164,6 +169,11 @@ def _train(stage: Stage, cfg: StageConfig, run_dir: Path, acc, start_from, callb
             ckpt.set_rng_state(saved["rng"])
         step = int(saved["state"]["step"])
         last = dict(saved["state"].get("metrics") or {})
+        best = saved["state"].get("best")
+        if best is not None and acc.is_main_process:
+            # best/ may hold a later step's weights (written before a kill that lost that checkpoint); the
+            # checkpoint's own copy puts back the best it knew, and the replayed steps redo the rest
+            restore_best(run_dir, start_from, best)
         log.info("resuming %s from %s (step %d)", stage.name, start_from, step)
 
     model, optimizer = acc.prepare(stage.model, optimizer)
@@ -240,20 +250,81 @@ def _train(stage: Stage, cfg: StageConfig, run_dir: Path, acc, start_from, callb
                 )
 
         if stage.evaluate is not None and eval_due(stage.eval_every, step, cfg.max_steps):
-            model.eval()
+            model.eval()  # no dropout while scoring; the next step puts the model back in train mode
             with torch.no_grad():
                 scores = stage.evaluate(model)
+            model.train()
             entry = {"stage": stage.name, "step": step, **{f"eval_{k}": v for k, v in scores.items()}}
+            if stage.select_metric is not None:
+                score = scores.get(stage.select_metric)
+                if score is None or not math.isfinite(score):
+                    raise RuntimeError(
+                        f"stage {stage.name}: evaluation gave no {stage.select_metric}: {scores}"
+                    )
+                if best is None or score > best["score"]:  # ties keep the earlier (cheaper to reach) step
+                    best = {"metric": stage.select_metric, "score": float(score), "step": step}
+                    if acc.is_main_process:
+                        write_best(run_dir, acc.unwrap_model(model), best)
+                entry["best_step"] = best["step"]
             log.info(" ".join(f"{k}={v}" for k, v in entry.items()))
             record(entry)
             last = {**last, **entry}
 
         if step % max(cfg.save_every, 1) == 0 or step == cfg.max_steps:
-            save(acc, run_dir, step, model, optimizer, scheduler, stage.plan, cfg.keep_checkpoints, last)
+            save(
+                acc, run_dir, step, model, optimizer, scheduler, stage.plan, cfg.keep_checkpoints, last, best
+            )
         for callback in callbacks:
             callback(step)
     bar.close()
+    if best is not None:
+        last = {**last, "selected": best}
     return last
+
+
+BEST_DIR = "best"
+BEST_WEIGHTS = "trainable.safetensors"
+BEST_RECORD = "best.json"
+
+
+def write_best(run_dir: Path, model: nn.Module, best: dict[str, Any]) -> None:
+    """``best/``: the trainable weights of the best evaluation so far and ``best.json`` (metric, score,
+    step), built beside it and swapped in whole, so a kill never leaves half of it."""
+    from safetensors.torch import save_file
+
+    weights = {k: v.detach().contiguous().cpu() for k, v in _trainable(model).items()}
+
+    def build(tmp: Path) -> None:
+        save_file(weights, str(tmp / BEST_WEIGHTS))
+        (tmp / BEST_RECORD).write_text(json.dumps(best, indent=2) + "\n")
+
+    replace_folder(run_dir / BEST_DIR, build)
+
+
+def restore_best(run_dir: Path, checkpoint: Path, best: dict[str, Any]) -> None:
+    """Put back ``best/`` from the copy a checkpoint keeps (``best.safetensors``)."""
+    copy = checkpoint / ckpt.BEST_COPY
+
+    def build(tmp: Path) -> None:
+        shutil.copyfile(copy, tmp / BEST_WEIGHTS)
+        (tmp / BEST_RECORD).write_text(json.dumps(best, indent=2) + "\n")
+
+    if copy.is_file():
+        replace_folder(run_dir / BEST_DIR, build)
+
+
+def load_best(run_dir: Path, model: nn.Module) -> dict[str, Any]:
+    """Load ``best/``'s weights into ``model``'s trainable parameters; returns its record."""
+    from safetensors.torch import load_file
+
+    weights = load_file(str(Path(run_dir) / BEST_DIR / BEST_WEIGHTS))
+    params = _trainable(model)
+    if set(weights) != set(params):
+        raise ResumeMismatchError(f"{run_dir / BEST_DIR} does not fit this model")
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value)
+    return json.loads((Path(run_dir) / BEST_DIR / BEST_RECORD).read_text())
 
 
 def eval_due(every: int, step: int, max_steps: int) -> bool:
@@ -261,7 +332,16 @@ def eval_due(every: int, step: int, max_steps: int) -> bool:
 
 
 def save(
-    acc, run_dir: Path, step: int, model, optimizer, scheduler, plan: BatchPlan, keep: int, metrics: dict
+    acc,
+    run_dir: Path,
+    step: int,
+    model,
+    optimizer,
+    scheduler,
+    plan: BatchPlan,
+    keep: int,
+    metrics: dict,
+    best: dict[str, Any] | None = None,
 ) -> None:
     tmp = run_dir / f".tmp-checkpoint-{step:08d}"
     if acc.is_main_process:
@@ -272,6 +352,11 @@ def save(
     if acc.is_main_process:
         trainable = {n: p for n, p in acc.unwrap_model(model).named_parameters() if p.requires_grad}
         state = {"step": step, "plan": plan.state_dict(), "world_size": acc.num_processes, "metrics": metrics}
+        if best is not None:
+            # the best so far and its weights travel with the checkpoint: a resume selects exactly as an
+            # uninterrupted run would
+            state["best"] = best
+            shutil.copyfile(run_dir / BEST_DIR / BEST_WEIGHTS, tmp / ckpt.BEST_COPY)
         ckpt.write_main_state(tmp, trainable=trainable, optimizer=optimizer, scheduler=scheduler, state=state)
         ckpt.finish_checkpoint(run_dir, tmp, step, keep)
     acc.wait_for_everyone()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import torch
 
 from decoder2vec.backbone.cache import replace_folder
-from decoder2vec.training.config import StageConfig, check_stage, to_dict
+from decoder2vec.training.config import SELECTION_KEYS, StageConfig, check_stage, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,21 @@ class StageResult:
     adapter: Path | None  # None: the stage trained no adapter (a fully fine-tuned distillation student)
     merged: Path | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    # with retrieval_dev: {"metric", "score", "step"} of the evaluation whose weights the outputs hold
+    selected: dict[str, Any] | None = None
+
+
+def read_retrieval_dev(cfg: StageConfig, stage: str):
+    """The stage's retrieval dev set (subsampled as configured), or None; read before any model loads, so a
+    bad folder fails in seconds with its file and line."""
+    if not cfg.retrieval_dev:
+        return None
+    from decoder2vec.evaluation.retrieval import load_dev_set
+
+    log.info("%s: checkpoint selection on %s by %s", stage, cfg.retrieval_dev, cfg.select_metric)
+    return load_dev_set(
+        cfg.retrieval_dev, cfg.retrieval_dev_split, cfg.retrieval_dev_max_queries, cfg.retrieval_dev_max_docs
+    )
 
 
 class Recipe:
@@ -45,6 +61,48 @@ class Recipe:
     def save(self, out_dir: Path) -> tuple[Path | None, Path | None]:
         raise NotImplementedError
 
+    def retrieval_encoder(self):
+        """An ``Encoder`` over the weights being trained, for the retrieval dev set (recipes override)."""
+        raise NotImplementedError(f"stage {self.name} cannot be evaluated on retrieval")
+
+    def evaluate_retrieval_dev(self) -> dict[str, float]:
+        """The dev set's scores (x100) with the current weights, in eval mode (no dropout); the module's
+        train/eval mode is restored after."""
+        from decoder2vec.evaluation.retrieval import RETRIEVAL_METRICS, evaluate_retrieval
+
+        encoder = self.retrieval_encoder()
+        module, was_training = encoder.module, encoder.module.training
+        module.eval()
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                # passages longer than the training length are cut to it: a fixed, stated proxy
+                warnings.filterwarnings("ignore", message=".*were longer than max_length.*")
+                scores = evaluate_retrieval(
+                    encoder,
+                    self.retrieval_dev,
+                    query_instruction=self.cfg.retrieval_dev_instruction,
+                    batch_size=self.cfg.batch_size,
+                    show_progress_bar=False,
+                )
+        finally:
+            module.train(was_training)
+        return {key: scores[key] for key in RETRIEVAL_METRICS}
+
+    def _with_selection(self, stage):
+        """``stage`` also scored on the retrieval dev set, and selected by ``select_metric``."""
+        inner = stage.evaluate
+
+        def evaluate(model) -> dict[str, float]:
+            scores = dict(inner(model)) if inner is not None else {}
+            return {**scores, **self.evaluate_retrieval_dev()}
+
+        stage.evaluate, stage.eval_every, stage.select_metric = (
+            evaluate,
+            self.cfg.eval_every,
+            self.cfg.select_metric,
+        )
+        return stage
+
     def run_identity(self, world_size: int) -> dict[str, Any]:
         """What a resume must match (see :func:`identity`); a recipe may add what its settings do not say."""
         return identity(self.name, self.cfg, world_size)
@@ -61,11 +119,15 @@ class Recipe:
         from decoder2vec.training.loop import make_accelerator, train
 
         out_dir = Path(out_dir)
+        self.retrieval_dev = read_retrieval_dev(self.cfg, self.name)
         acc = make_accelerator(self.cfg)
         self.setup(acc)
         ident = self.run_identity(acc.num_processes)
+        stage = self.stage()
+        if self.retrieval_dev is not None:
+            stage = self._with_selection(stage)
         metrics = train(
-            self.stage(),
+            stage,
             self.cfg,
             out_dir,
             ident,
@@ -74,9 +136,21 @@ class Recipe:
             overwrite=overwrite,
             callbacks=callbacks,
         )
-        result = StageResult(out_dir, out_dir / "adapter", metrics=metrics)
+        result = StageResult(out_dir, out_dir / "adapter", metrics=metrics, selected=metrics.get("selected"))
         self.metrics = metrics  # (for save's records)
         if acc.is_main_process:
+            if result.selected is not None:
+                # the outputs are the best evaluation's weights, not the last step's
+                from decoder2vec.training.loop import load_best
+
+                load_best(out_dir, stage.model)
+                log.info(
+                    "%s: saving step %d, the best %s (%.2f)",
+                    self.name,
+                    result.selected["step"],
+                    result.selected["metric"],
+                    result.selected["score"],
+                )
             result.adapter, result.merged = self.save(out_dir)
         acc.wait_for_everyone()
         return result
@@ -126,8 +200,15 @@ def _checkpointing(cfg: StageConfig, model, accelerator) -> tuple[bool, str]:
 
 
 def identity(stage: str, cfg: StageConfig, world_size: int) -> dict[str, Any]:
-    """What must match for a resume to be exact: stage, full recipe and the number of processes."""
-    return {"stage": stage, "world_size": world_size, "recipe": to_dict(cfg)}
+    """What must match for a resume to be exact: stage, full recipe and the number of processes.
+
+    Without ``retrieval_dev`` the selection settings mean nothing and are left out, so runs made before
+    they existed still resume."""
+    recipe = to_dict(cfg)
+    if not cfg.retrieval_dev:
+        for key in SELECTION_KEYS:
+            recipe.pop(key, None)
+    return {"stage": stage, "world_size": world_size, "recipe": recipe}
 
 
 def save_adapter(peft_model, target: Path) -> Path:

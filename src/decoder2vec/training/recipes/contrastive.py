@@ -128,6 +128,9 @@ class ContrastiveRecipe(Recipe):
             return float(self.loss(same, batch)) / world()[1]
 
     # ------------------------------------------------------------------ run and save
+    def retrieval_encoder(self):
+        return self.encoder  # its module is the one the loop trains
+
     def stage(self) -> Stage:
         return Stage(self.name, self.encoder.module, self.plan, self.make_batch, self.step)
 

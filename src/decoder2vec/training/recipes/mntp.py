@@ -129,6 +129,16 @@ class MNTPRecipe(Recipe):
                 acc.unwrap_model(prepared), subset, self.masker, cfg.batch_size, cfg.seed, acc.device
             )
 
+    def retrieval_encoder(self):
+        """The bidirectional decoder being trained (with its LoRA), mean-pooled: what SimCSE starts from."""
+        from decoder2vec.encoding.encoder import Encoder
+
+        if getattr(self, "_retrieval_encoder", None) is None:
+            self._retrieval_encoder = Encoder(
+                self.decoder, self.tokenizer, pooling="mean", max_length=self.cfg.max_seq_length
+            )
+        return self._retrieval_encoder
+
     def stage(self) -> Stage:
         return Stage(
             self.name, self.model, self.plan, self.make_batch, self.step, self.evaluate, self.cfg.eval_every

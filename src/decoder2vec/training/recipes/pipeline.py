@@ -34,6 +34,7 @@ from decoder2vec.io import replace_entries, write_file_atomic
 from decoder2vec.training.checkpoint import RUN_FILE, identity_diff, read_record
 from decoder2vec.training.config import STAGES, PipelineConfig, from_dict, to_dict
 from decoder2vec.training.errors import OutputExistsError, ResumeMismatchError, SettingError, TrainingError
+from decoder2vec.training.recipes.common import read_retrieval_dev
 
 log = logging.getLogger(__name__)
 RECORD = "recipe.json"
@@ -145,6 +146,7 @@ def check_inputs(cfg: PipelineConfig) -> None:
             continue  # skipped, and recorded as such
         check_stage(stage_cfg, name)
         spec.check_inputs(stage_cfg, cfg)
+        read_retrieval_dev(stage_cfg, name)
 
 
 def calibration_sample(cfg, size: int = 1000) -> list[str]:
@@ -264,6 +266,8 @@ def _convert(cfg: PipelineConfig, out: Path, state, *, resume: bool, recipe_sour
             entry["adapter"] = f"adapters/{name}"
         else:
             student = result.merged
+        if result.selected is not None:
+            entry["selected"] = result.selected  # the outputs hold this evaluation's weights
         entry.update(
             config=to_dict(stage_cfg),
             metrics=result.metrics,
