@@ -94,6 +94,7 @@ def run_demo(
         label = f"{model}, this demo's conversion ({mntp_steps}+{simcse_steps} steps)"
         scores[label] = pair_score(Encoder.from_pretrained(converted), pairs)
         echo(f"conversion took {time.perf_counter() - start:.0f}s")
+    shipped_label = None
     if encoder:
         start = time.perf_counter()
         shipped = Encoder.from_pretrained(encoder)
@@ -110,11 +111,32 @@ def run_demo(
     for name, value in scores.items():
         echo(f"  {name:<{width}} {value:6.1f}")
     if train:
+        causal = scores[f"{model}, causal, untrained"]
+        echo(verdict(scores[label], causal, shipped_label, scores.get(shipped_label)))
         echo(
             "The demo's conversion is minutes long; `decoder2vec convert --config cpu-2h` reproduces the shipped"
             " encoder, and the paper's recipe (--config llm2vec-llama) needs a GPU."
         )
     return scores
+
+
+def verdict(
+    converted: float, causal: float, other: str | None = None, other_score: float | None = None
+) -> str:
+    """One plain sentence: where the demo's conversion lands against the model it started from and the
+    shipped encoder (a conversion below causal is said as such, not left to the reader's arithmetic)."""
+    gap = converted - causal
+    side = f"{gap:.1f} points above" if gap > 0 else f"{-gap:.1f} points BELOW"
+    text = f"This demo's conversion scores {converted:.1f}: {side} the causal model it started from ({causal:.1f})"
+    if other is not None and other_score is not None:
+        diff = other_score - converted
+        text += f", and {abs(diff):.1f} points {'under' if diff > 0 else 'over'} {other} ({other_score:.1f})"
+    text += "."
+    if gap <= 0:
+        text += (
+            " That is not what the recipe gives (BENCHMARKS.md, 'The demo's conversion'): please report it."
+        )
+    return text
 
 
 def convert_briefly(model: str, out: Path, mntp_steps: int, simcse_steps: int) -> Path:

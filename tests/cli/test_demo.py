@@ -87,3 +87,14 @@ def test_demo_prints_no_warnings_about_its_own_recipe_or_library_internals(tiny_
     assert "this demo's conversion (2+2 steps)" in proc.stdout
     assert "barely change the model" not in proc.stderr
     assert "deprecated" not in proc.stderr.lower()
+
+
+def test_the_demo_says_plainly_where_its_conversion_lands():
+    """Issue #32: a conversion under the causal model is said as such, with both gaps in points."""
+    from decoder2vec.demo import verdict
+
+    above = verdict(60.2, 51.1, "the shipped encoder", 74.9)
+    assert "9.1 points above the causal model" in above and "14.7 points under the shipped encoder" in above
+    below = verdict(33.5, 51.1)
+    assert "17.6 points BELOW the causal model" in below and "please report it" in below
+    assert "under" not in below  # no encoder to compare with
