@@ -80,11 +80,13 @@ def binary_rescored(q: np.ndarray, d: np.ndarray, data, doc_ids: list[str]) -> d
     return run_scores(run, data.qrels)
 
 
-def score_encoder(name: str, model: str, data, dims: list[int], sts: bool, batch_size: int) -> dict:
+def score_encoder(
+    name: str, model: str, data, dims: list[int], sts: bool, batch_size: int, sts_dev: bool = False, **load
+) -> dict:
     from decoder2vec import Encoder
     from decoder2vec.evaluation.metrics import dense_run, run_scores
 
-    encoder = Encoder.from_pretrained(model)
+    encoder = Encoder.from_pretrained(model, **load)
     doc_ids = list(data.corpus)
     start = time.perf_counter()
     d = np.asarray(encoder.encode_documents(list(data.corpus.values()), batch_size=batch_size))
@@ -99,11 +101,14 @@ def score_encoder(name: str, model: str, data, dims: list[int], sts: bool, batch
         run = dense_run(q[:, :width], d[:, :width], list(data.queries), doc_ids)
         row["width"][str(width or q.shape[1])] = run_scores(run, data.qrels)
     row["binary+int8"] = binary_rescored(q, d, data, doc_ids)
-    if sts:
-        from decoder2vec.evaluation.loaders import load_sick, load_stsb
+    from decoder2vec.evaluation.loaders import load_sick, load_stsb
 
+    if sts:
         row["STS-B test"] = sts_spearman(encoder, load_stsb(SHARED / "stsbenchmark" / "sts-test.csv"))
         row["SICK-R test"] = sts_spearman(encoder, load_sick(SHARED / "sick2014" / "SICK_test_annotated.txt"))
+    if sts_dev:  # selection data: STS-B dev (the 1-point condition) and SICK trial
+        row["STS-B dev"] = sts_spearman(encoder, load_stsb(SHARED / "stsbenchmark" / "sts-dev.csv"))
+        row["SICK trial"] = sts_spearman(encoder, load_sick(SHARED / "sick2014" / "SICK_trial.txt"))
     print(f"  {name}: {json.dumps(row['width'][str(q.shape[1])])} ({seconds:.0f}s)", flush=True)
     return row
 
@@ -115,7 +120,13 @@ def main() -> None:
     parser.add_argument("--dims", type=int, nargs="*", default=[128])
     parser.add_argument("--no-sts", action="store_true", help="skip STS-B / SICK-R test")
     parser.add_argument("--no-reference", action="store_true", help="skip all-MiniLM-L6-v2")
+    parser.add_argument("--no-bm25", action="store_true", help="skip the BM25 row")
+    parser.add_argument(
+        "--sts-dev", action="store_true", help="also STS-B dev and SICK trial (selection data)"
+    )
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--dtype", default=None, help="encoder dtype (default: fp32 on CPU, bf16 on a GPU)")
+    parser.add_argument("--device", default=None)
     parser.add_argument("--pairs-manifest", type=Path, help="a `decoder2vec pairs` manifest.json to report")
     args = parser.parse_args()
 
@@ -124,7 +135,8 @@ def main() -> None:
     data, stats = heldout_task(args.queries)
     print(f"held-out task: {stats}", flush=True)
     results = {"task": stats, "query_instruction": QUERY_INSTRUCTION, "rows": {}}
-    results["rows"]["BM25"] = {"width": {"-": evaluate_bm25(data)}}
+    if not args.no_bm25:
+        results["rows"]["BM25"] = {"width": {"-": evaluate_bm25(data)}}
     reference = None if args.no_reference else reference_model_path()
     if reference:
         from sentence_transformers import SentenceTransformer
@@ -136,7 +148,15 @@ def main() -> None:
     for spec in args.encoder or DEFAULT_ENCODERS:
         name, _, model = spec.partition("=")
         results["rows"][name] = score_encoder(
-            name, model or name, data, args.dims, not args.no_sts, args.batch_size
+            name,
+            model or name,
+            data,
+            args.dims,
+            not args.no_sts,
+            args.batch_size,
+            sts_dev=args.sts_dev,
+            dtype=args.dtype,
+            device=args.device,
         )
     if args.pairs_manifest:
         manifest = json.loads(args.pairs_manifest.read_text())

@@ -69,6 +69,7 @@ def run_demo(
     out: Path = Path("runs/demo"),
     mntp_steps: int = 20,
     simcse_steps: int = 20,
+    seed: int | None = None,
 ) -> dict[str, float]:
     """Run the demo; returns the held-out pair scores by (labelled) model."""
     from decoder2vec import Encoder
@@ -90,7 +91,7 @@ def run_demo(
         echo(
             f"\nConverting {model}: {mntp_steps} MNTP steps, then {simcse_steps} SimCSE steps on the offline Wikipedia corpus -> {out}"
         )
-        converted = convert_briefly(model, out, mntp_steps, simcse_steps)
+        converted = convert_briefly(model, out, mntp_steps, simcse_steps, seed)
         label = f"{model}, this demo's conversion ({mntp_steps}+{simcse_steps} steps)"
         scores[label] = pair_score(Encoder.from_pretrained(converted), pairs)
         echo(f"conversion took {time.perf_counter() - start:.0f}s")
@@ -139,7 +140,9 @@ def verdict(
     return text
 
 
-def convert_briefly(model: str, out: Path, mntp_steps: int, simcse_steps: int) -> Path:
+def convert_briefly(
+    model: str, out: Path, mntp_steps: int, simcse_steps: int, seed: int | None = None
+) -> Path:
     """A shortened LLM2Vec conversion; a finished one in ``out`` with the same settings is reused, an
     interrupted one resumed, and a finished demo run with other settings is redone."""
     from decoder2vec.training.config import apply_overrides, load_pipeline
@@ -150,7 +153,8 @@ def convert_briefly(model: str, out: Path, mntp_steps: int, simcse_steps: int) -
     cfg.model = model
     apply_overrides(
         cfg,
-        [f"mntp.max_steps={mntp_steps}", f"mntp.eval_every={mntp_steps}", f"simcse.max_steps={simcse_steps}"],
+        [f"mntp.max_steps={mntp_steps}", f"mntp.eval_every={mntp_steps}", f"simcse.max_steps={simcse_steps}"]
+        + ([f"mntp.seed={seed}", f"simcse.seed={seed}"] if seed is not None else []),
     )
     record = out / "recipe.json"  # written last, so the encoder folder is complete
     if not record.is_file():
@@ -177,7 +181,7 @@ def _brief_on_purpose():
 
 def _same_settings(record: dict, cfg) -> bool:
     """Whether a finished conversion's record has this demo's model, stages and stage settings."""
-    keys = ("max_steps", "learning_rate", "batch_size", "max_seq_length")
+    keys = ("max_steps", "learning_rate", "batch_size", "max_seq_length", "warmup_steps", "seed")
     done = {stage["name"]: stage.get("config", {}) for stage in record.get("stages", [])}
     return (
         record.get("model") == cfg.model
@@ -200,6 +204,7 @@ def demo_command(
     ),
     mntp_steps: int = 20,
     simcse_steps: int = 20,
+    seed: Annotated[int | None, typer.Option(help="Seed of both stages (default: the recipe's, 42).")] = None,
     encoder: Annotated[
         str, typer.Option(help="The trained encoder to compare with ('' to skip).")
     ] = DEFAULT_ENCODER,
@@ -215,4 +220,5 @@ def demo_command(
         out=out,
         mntp_steps=mntp_steps,
         simcse_steps=simcse_steps,
+        seed=seed,
     )
