@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from decoder2vec.training import checkpoint as ckpt
 from decoder2vec.training.config import StageConfig
 from decoder2vec.training.data.sampling import BatchPlan
-from decoder2vec.training.errors import ResumeMismatchError
+from decoder2vec.training.errors import ResumeMismatchError, TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +215,14 @@ def _train(stage: Stage, cfg: StageConfig, run_dir: Path, acc, start_from, callb
                     entry["tokens_per_s"] = value / max(seconds, 1e-9)
                 else:
                     entry[key] = value / (window_steps * acc.num_processes)
+            if not math.isfinite(entry.get("loss", 0.0)):
+                # The weights are NaN from here on: going on would save (and publish) an encoder whose
+                # every vector is NaN. The reduced window is the same on every process, so all stop here.
+                raise TrainingError(
+                    f"stage {stage.name}, step {step}: the loss is {entry['loss']} (not finite); stopping "
+                    f"before anything more is saved. Lower learning_rate (now {cfg.learning_rate:g}) or check "
+                    "the loss weights and temperature"
+                )
             if not all(math.isfinite(v) for v in entry.values() if isinstance(v, float)):
                 log.warning("non-finite metrics at step %d: %s", step, entry)
             bar.set_postfix(loss=f"{entry.get('loss', float('nan')):.4f}", lr=f"{lr:.2e}")
