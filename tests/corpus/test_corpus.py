@@ -381,6 +381,24 @@ def test_int8_uses_the_encoders_own_calibration_sample(tiny_llama, tmp_path):
     np.testing.assert_array_equal(read_shards(out)[1], encoder.encode(texts, precision="int8", dimensions=8))
 
 
+@pytest.mark.parametrize("damage", ["nan", "invert"])
+def test_edited_manifest_ranges_are_refused_on_resume(tiny_llama, tmp_path, damage):
+    """The int8 ranges recorded in manifest.json are read back on resume: NaN ones would write zero shards
+    and inverted ones reversed codes, so they are an error naming the file and the dimension."""
+    source = tmp_path / "t.txt"
+    source.write_text("first text here\nsecond one\nthe third text\n")
+    out = tmp_path / "out"
+    embed_corpus_files([str(source)], out, model=str(tiny_llama), precision="int8", shard_size=1)
+    manifest = json.loads((out / "manifest.json").read_text())
+    ranges = np.asarray(manifest["calibration"]["ranges"])
+    ranges[:, 1] = np.nan if damage == "nan" else ranges[::-1, 1]
+    manifest["calibration"]["ranges"] = [[None if np.isnan(v) else v for v in row] for row in ranges.tolist()]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    next(p for p in sorted(out.rglob("*.parquet"))).unlink()  # one shard to redo
+    with pytest.raises(Decoder2VecError, match=r"manifest\.json: calibration\.ranges: dimension 1 has"):
+        embed_corpus_files([str(source)], out, model=str(tiny_llama), precision="int8", shard_size=1)
+
+
 def test_changed_input_file_is_named(tiny_llama, tmp_path):
     source = tmp_path / "t.txt"
     source.write_text("one text\nanother text\n")

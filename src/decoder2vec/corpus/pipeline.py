@@ -34,6 +34,7 @@ from decoder2vec.corpus.manifest import (
     ADDED_DEFAULTS,
     FORMAT,
     INPUT_SETTINGS,
+    MANIFEST,
     MODEL_SETTINGS,
     check_same_run,
     new_manifest,
@@ -51,6 +52,7 @@ from decoder2vec.corpus.shards import (
     recorded_chunks,
     remove_partial_files,
 )
+from decoder2vec.encoding.compact import check_ranges
 from decoder2vec.errors import ConfigError
 
 ENGINES = ("local", "ray")
@@ -154,6 +156,8 @@ def embed_corpus_files(
         progress = ShardProgress(len(corpus), done_rows, len(plan), len(plan) - len(pending), show_progress)
         options = EngineOptions(batch_size, ray_address, num_workers, gpus_per_worker, threads_per_worker)
         ranges = (manifest.get("calibration") or {}).get("ranges")
+        if ranges is not None:  # recorded by an earlier run; the file may have been edited since
+            ranges = check_ranges(ranges, where=f"{out / MANIFEST}: calibration.ranges")
         calibration = None
         if precision in CALIBRATED and ranges is None:
 
