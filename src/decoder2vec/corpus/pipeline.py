@@ -45,6 +45,7 @@ from decoder2vec.corpus.model_info import check_encoder, describe_model, model_i
 from decoder2vec.corpus.progress import ShardProgress
 from decoder2vec.corpus.shards import (
     DATA_DIR,
+    DONE_DIR,
     adopt_old_layout,
     manifest_layout_is_old,
     pending_shards,
@@ -54,6 +55,7 @@ from decoder2vec.corpus.shards import (
 )
 from decoder2vec.encoding.compact import check_ranges
 from decoder2vec.errors import ConfigError
+from decoder2vec.io import check_inside
 
 ENGINES = ("local", "ray")
 
@@ -127,6 +129,8 @@ def embed_corpus_files(
     old = read_manifest(out)
     if old is not None:
         check_same_run(out, old, manifest, INPUT_SETTINGS)
+        for name in (MANIFEST, DATA_DIR, DONE_DIR):  # written, replaced and cleaned below: ours, in out
+            check_inside(out / name, out)
     # The manifest shares `settings`, so what the model decides is recorded too.
     settings.update(describe_model(model, pooling, max_length, instruction))
     columns, dtype = output_shape(settings["dimension"], dimensions, precision)

@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from decoder2vec.io import settle_tree, write_file_atomic
+from decoder2vec.io import check_inside, settle_tree, write_file_atomic
 from decoder2vec.training.errors import OutputExistsError, ResumeMismatchError, TrainingError
 
 RUN_FILE = "run.json"
@@ -205,7 +205,7 @@ def write_run_file(run_dir: Path, identity: dict[str, Any]) -> None:
 
 def begin_checkpoint(run_dir: Path, step: int) -> Path:
     """Create the (empty) temporary folder of checkpoint ``step``; main process only."""
-    tmp = run_dir / f".tmp-{_PREFIX}{step:08d}"
+    tmp = check_inside(run_dir / f".tmp-{_PREFIX}{step:08d}", run_dir)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -233,7 +233,7 @@ def write_main_state(
 
 def finish_checkpoint(run_dir: Path, tmp: Path, step: int, keep: int) -> Path:
     """Rename the finished temporary folder into place, then drop all but the ``keep`` newest."""
-    final = run_dir / f"{_PREFIX}{step:08d}"
+    final = check_inside(run_dir / f"{_PREFIX}{step:08d}", run_dir)
     settle_tree(tmp)  # safetensors writes 0600 files; give them the umask's mode, and flush them to disk
     if final.exists():
         shutil.rmtree(final)

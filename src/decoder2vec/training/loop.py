@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from decoder2vec.io import append_line, check_inside
 from decoder2vec.training import checkpoint as ckpt
 from decoder2vec.training.config import StageConfig
 from decoder2vec.training.data.sampling import BatchPlan
@@ -36,6 +37,7 @@ StepFn = Callable[[nn.Module, Any, Any], dict[str, float]]
 # longer tells the texts of a batch apart. Seen on the 135M model at SimCSE rates that are fine for most
 # seeds: LoRA rank 64, and one seed in three with Matryoshka terms (BENCHMARKS.md, #19).
 CHANCE_FRACTION = 0.9
+METRICS_FILE = "metrics.jsonl"
 
 
 def at_chance(entry: dict[str, Any]) -> bool:
@@ -111,6 +113,14 @@ def train(
     acc = accelerator
     run_dir = Path(run_dir)
     start_from, wipe = ckpt.check_run_dir(run_dir, identity, resume=resume, overwrite=overwrite)
+    if not wipe:  # what this run appends to, rewrites or removes must be its own files, before any work
+        for name in (
+            ckpt.RUN_FILE,
+            METRICS_FILE,
+            *stage.scratch,
+            *(p.name for p in ckpt.checkpoints(run_dir)),
+        ):
+            check_inside(run_dir / name, run_dir)
     acc.wait_for_everyone()
     created = not run_dir.exists()
     if acc.is_main_process:
@@ -127,7 +137,7 @@ def train(
         # command is not refused as "already holds a training run".
         if start_from is None and acc.is_main_process and not ckpt.checkpoints(run_dir):
             (run_dir / ckpt.RUN_FILE).unlink(missing_ok=True)
-            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            (run_dir / METRICS_FILE).unlink(missing_ok=True)
             for name in stage.scratch:
                 shutil.rmtree(run_dir / name, ignore_errors=True)
             if created and run_dir.is_dir() and not any(run_dir.iterdir()):
@@ -167,7 +177,7 @@ def _train(stage: Stage, cfg: StageConfig, run_dir: Path, acc, start_from, callb
         log.info("resuming %s from %s (step %d)", stage.name, start_from, step)
 
     model, optimizer = acc.prepare(stage.model, optimizer)
-    metrics_file = run_dir / "metrics.jsonl"
+    metrics_file = run_dir / METRICS_FILE
     batches = iter(stage.plan)
     window: dict[str, float] = {}
     window_steps, window_seconds = 0, 0.0  # seconds spent in training steps only (not eval, not saving)
@@ -182,8 +192,7 @@ def _train(stage: Stage, cfg: StageConfig, run_dir: Path, acc, start_from, callb
 
     def record(entry: dict[str, Any]) -> None:
         if acc.is_main_process:
-            with metrics_file.open("a") as f:
-                f.write(json.dumps(entry) + "\n")
+            append_line(metrics_file, json.dumps(entry), root=run_dir)
 
     while step < cfg.max_steps:
         started = time.perf_counter()
