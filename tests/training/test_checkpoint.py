@@ -203,3 +203,24 @@ def test_append_line_refuses_links_and_other_files(tmp_path):
         append_line(tmp_path / "fifo", "x", root=tmp_path)
     with pytest.raises(OutputExistsError, match="not inside"):
         append_line(tmp_path.parent / "elsewhere", "x", root=tmp_path)
+
+
+def test_overwrite_removes_only_what_a_run_wrote(tiny_word_llama, text_corpus, tmp_path):
+    """--overwrite removed the whole --out folder, a user's notes with it. Now it removes the previous
+    run's files (run.json, metrics, checkpoints, adapter/) and leaves everything else, as convert does."""
+    cfg = MNTPConfig(
+        model=str(tiny_word_llama), data=str(text_corpus), max_seq_length=16, batch_size=4, max_steps=2,
+        save_every=1, learning_rate=5e-3, merge=False, lora=LoraSettings(r=4, alpha=8),
+    )  # fmt: skip
+    run = tmp_path / "run"
+    run_mntp(cfg, run)
+    (run / "NOTES.md").write_text("mine")
+    (run / "reports").mkdir()
+    (run / "reports" / "a.txt").write_text("mine too")
+    old_metrics = (run / "metrics.jsonl").read_text()
+    cfg.max_steps, cfg.save_every = 1, 1
+    run_mntp(cfg, run, overwrite=True)
+    assert (run / "NOTES.md").read_text() == "mine" and (run / "reports" / "a.txt").read_text() == "mine too"
+    assert [p.name for p in ckpt.checkpoints(run)] == ["checkpoint-00000001"]  # step 2's is gone
+    assert (run / "metrics.jsonl").read_text() != old_metrics and (run / "adapter").is_dir()
+    assert ckpt.is_run_entry("checkpoint-00000002") and not ckpt.is_run_entry("checkpoint-notes")

@@ -27,6 +27,10 @@ from decoder2vec.io import check_inside, settle_tree, write_file_atomic
 from decoder2vec.training.errors import OutputExistsError, ResumeMismatchError, TrainingError
 
 RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+# What a stage writes into its run folder besides the files above and its checkpoints (recipes' save()):
+# with --overwrite these are removed, and nothing else in the folder (a user's notes stay).
+STAGE_OUTPUTS = ("adapter", "merged", "encoder")
 STATE_FILE = "trainer_state.json"
 _PREFIX = "checkpoint-"
 
@@ -197,6 +201,26 @@ def check_resumes(runs: list[tuple[Path, dict[str, Any]]]) -> None:
         f"{len(found)} setting(s) differ from the saved runs; refusing to resume:\n  "
         + "\n  ".join(f"{run_dir}: {diff}" for run_dir, diff in found)
     )
+
+
+def is_run_entry(name: str, scratch: tuple[str, ...] = ()) -> bool:
+    """Whether ``name`` in a run folder is something a run writes (and ``--overwrite`` may remove)."""
+    for prefix in (_PREFIX, f".tmp-{_PREFIX}"):
+        if name.startswith(prefix) and name[len(prefix) :].isdigit():
+            return True
+    return name in (RUN_FILE, METRICS_FILE, *STAGE_OUTPUTS, *scratch)
+
+
+def remove_run(run_dir: Path, scratch: tuple[str, ...] = ()) -> None:
+    """Remove what a previous run wrote in ``run_dir`` (see :func:`is_run_entry`), and only that; a link
+    is removed, never followed."""
+    for entry in sorted(run_dir.iterdir()):
+        if not is_run_entry(entry.name, scratch):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def write_run_file(run_dir: Path, identity: dict[str, Any]) -> None:

@@ -37,7 +37,6 @@ StepFn = Callable[[nn.Module, Any, Any], dict[str, float]]
 # longer tells the texts of a batch apart. Seen on the 135M model at SimCSE rates that are fine for most
 # seeds: LoRA rank 64, and one seed in three with Matryoshka terms (BENCHMARKS.md, #19).
 CHANCE_FRACTION = 0.9
-METRICS_FILE = "metrics.jsonl"
 
 
 def at_chance(entry: dict[str, Any]) -> bool:
@@ -116,7 +115,7 @@ def train(
     if not wipe:  # what this run appends to, rewrites or removes must be its own files, before any work
         for name in (
             ckpt.RUN_FILE,
-            METRICS_FILE,
+            ckpt.METRICS_FILE,
             *stage.scratch,
             *(p.name for p in ckpt.checkpoints(run_dir)),
         ):
@@ -124,8 +123,8 @@ def train(
     acc.wait_for_everyone()
     created = not run_dir.exists()
     if acc.is_main_process:
-        if wipe:
-            shutil.rmtree(run_dir)
+        if wipe:  # --overwrite: the previous run's files, not the user's others in the folder
+            ckpt.remove_run(run_dir, stage.scratch)
         ckpt.write_run_file(run_dir, identity)
     acc.wait_for_everyone()
     try:
@@ -137,7 +136,7 @@ def train(
         # command is not refused as "already holds a training run".
         if start_from is None and acc.is_main_process and not ckpt.checkpoints(run_dir):
             (run_dir / ckpt.RUN_FILE).unlink(missing_ok=True)
-            (run_dir / METRICS_FILE).unlink(missing_ok=True)
+            (run_dir / ckpt.METRICS_FILE).unlink(missing_ok=True)
             for name in stage.scratch:
                 shutil.rmtree(run_dir / name, ignore_errors=True)
             if created and run_dir.is_dir() and not any(run_dir.iterdir()):
@@ -177,7 +176,7 @@ def _train(stage: Stage, cfg: StageConfig, run_dir: Path, acc, start_from, callb
         log.info("resuming %s from %s (step %d)", stage.name, start_from, step)
 
     model, optimizer = acc.prepare(stage.model, optimizer)
-    metrics_file = run_dir / METRICS_FILE
+    metrics_file = run_dir / ckpt.METRICS_FILE
     batches = iter(stage.plan)
     window: dict[str, float] = {}
     window_steps, window_seconds = 0, 0.0  # seconds spent in training steps only (not eval, not saving)
