@@ -62,3 +62,53 @@ def test_sizes_and_bad_input(data):
         BinaryIndex(docs, rescore="int4")
     with pytest.raises(ValueError, match="non-empty"):
         BinaryIndex(np.zeros((0, 8)))
+
+
+def test_int8_rescoring_of_constant_dimensions_is_exact(data):
+    """A one-document index has only constant dimensions: each stands for its single value, so the
+    document scores exactly its own float score against itself (it scored 0.658 when a constant dimension
+    dequantized to min + 0.5). With five documents and a few constant dimensions, each int8 score is
+    within half a bucket per dimension of the float score (checked against numpy's dot product)."""
+    docs, _ = data
+    one = docs[:1]
+    scores, ids = BinaryIndex(one, rescore="int8").search(one, k=1)
+    assert ids[0, 0] == 0 and scores[0, 0] == pytest.approx(float(one[0] @ one[0]), abs=1e-6)
+    five = docs[:5].copy()
+    five[:, :8] = 0.25  # eight constant dimensions
+    scores, ids = BinaryIndex(five, rescore="int8").search(five, k=5)
+    exact = np.take_along_axis(five @ five.T, ids, 1)
+    step = (five.max(0) - five.min(0)) / 255
+    bound = (np.abs(five) @ (step / 2)) + 1e-5  # |q . (d - centre)| <= sum |q_j| * step_j / 2
+    assert (np.abs(scores - exact) <= bound[:, None]).all(), np.abs(scores - exact).max()
+    assert scores[:, 0] == pytest.approx(np.diag(five @ five.T), abs=0.02)
+
+
+@pytest.mark.parametrize("where", ["embeddings", "queries"])
+def test_non_finite_vectors_are_refused_naming_the_row(data, where):
+    from decoder2vec.errors import InputError
+
+    docs, queries = data
+    bad = (docs if where == "embeddings" else queries)[:10].copy()
+    bad[7, 3] = np.nan
+    bad[9, 0] = np.inf
+    with pytest.raises(InputError, match=f"{where} row 7 holds NaN or infinite values"):
+        if where == "embeddings":
+            BinaryIndex(bad)
+        else:
+            BinaryIndex(docs).search(bad)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"), [("nan", "dimension 2 has a non-finite range"), ("invert", "dimension 2 has min")]
+)
+def test_bad_int8_ranges_are_refused(data, damage, message):
+    from decoder2vec.errors import InputError
+
+    docs, _ = data
+    ranges = np.vstack([docs.min(0), docs.max(0)])
+    if damage == "nan":
+        ranges[:, 2] = np.nan
+    else:
+        ranges[:, 2] = ranges[::-1, 2]
+    with pytest.raises(InputError, match=f"BinaryIndex ranges: {message}"):
+        BinaryIndex(docs, ranges=ranges)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -46,6 +47,10 @@ from decoder2vec.backbone.default_model import DISTILLED_ENCODER, SHIPPED_ENCODE
 from decoder2vec.evaluation.loaders import load_sick, load_stsb
 
 CALIBRATION = "calibration.npy"
+# Written into every bundle this tool makes: the only folders it will replace (a saved encoder has a
+# recipe.json too, and the tool must never wipe a user's folder holding it).
+MARKER = "made-by-ship_encoder.txt"
+ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 SETS = {
     "dev": {
@@ -209,6 +214,36 @@ def add_calibration(bundle: Path, manifest: dict, simcse: dict) -> None:
     }
 
 
+def check_alias(alias: str) -> str:
+    """A bundle alias names one folder in the package's encoder folder: no separators, no ``..``."""
+    if not ALIAS.fullmatch(alias) or ".." in alias:
+        raise SystemExit(
+            f"--alias {alias!r}: an alias is one folder name (letters, digits, '.', '_', '-'), "
+            "e.g. smollm2-135m-llm2vec-10l"
+        )
+    return alias
+
+
+def check_dest(dest: Path) -> None:
+    """Only a bundle this tool wrote (its marker file) may be replaced: the new bundle replaces ``dest``
+    wholesale, and a saved encoder or any other folder of the user's would be deleted with it."""
+    if dest.is_symlink() or (dest.exists() and not (dest / MARKER).is_file()):
+        raise SystemExit(
+            f"--dest {dest} exists and is not a bundle written by this tool (no {MARKER}); "
+            "choose a new folder, or remove it yourself"
+        )
+
+
+def check_run(run: Path, student: bool, simcse_only: bool) -> None:
+    """The run folder holds what its kind of bundle is made from; checked before any work."""
+    need = "encoder/recipe.json" if student else "run.json" if simcse_only else "recipe.json"
+    if not run.is_dir():
+        raise SystemExit(f"run folder {run} does not exist (or is not a folder)")
+    if not (run / need).is_file():
+        kind = "train distill" if student else "train simcse" if simcse_only else "decoder2vec convert"
+        raise SystemExit(f"{run} has no {need}: it is not a finished {kind} run")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run", type=Path, help="a convert run, or with --simcse-only a one-stage SimCSE run")
@@ -227,13 +262,10 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=SHARED)
     parser.add_argument("--no-scores", action="store_true", help="build and check only (a dry run)")
     args = parser.parse_args()
-    alias = args.alias or (DISTILLED_ENCODER if args.student else ENCODER_ALIAS)
+    alias = check_alias(args.alias or (DISTILLED_ENCODER if args.student else ENCODER_ALIAS))
+    check_run(args.run, args.student, args.simcse_only)
     args.dest = args.dest or shipped_dir(alias)
-    if args.dest.exists() and not (args.dest / MANIFEST).is_file():
-        # the bundle replaces --dest wholesale: only a bundle (with its recipe.json) may be replaced
-        raise SystemExit(
-            f"{args.dest} exists and is not an encoder bundle (no {MANIFEST}); choose another --dest"
-        )
+    check_dest(args.dest)
     args.dest.parent.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(dir=args.dest.parent) as tmp:
@@ -260,6 +292,8 @@ def main() -> None:
                 manifest[f"{split}_scores"][name] = round(sts_spearman(encoder, data), 2)
                 print(f"{name:<12} {manifest[f'{split}_scores'][name]:6.2f}", flush=True)
         (bundle / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        (bundle / MARKER).write_text("A bundle written by tools/ship_encoder.py, which may replace it.\n")
+        check_dest(args.dest)  # again: the scoring took minutes
         if args.dest.exists():
             shutil.rmtree(args.dest)
         bundle.rename(args.dest)

@@ -147,6 +147,11 @@ def read_calibration(path: str | Path) -> np.ndarray | None:
         raise InputError(f"{file} is not a readable .npy array ({exc}); save the encoder again") from exc
     if sample.ndim != 2 or not np.issubdtype(sample.dtype, np.floating):
         raise InputError(f"{file} must hold a 2-D float array, got {sample.dtype} {sample.shape}")
+    bad = np.flatnonzero(~np.isfinite(sample).all(axis=1))
+    if bad.size:  # NaN ranges would quantize every int8 output to zeros
+        raise InputError(
+            f"{file}: row {int(bad[0])} holds NaN or infinite values; calibrate the encoder again"
+        )
     return sample.astype(np.float32)
 
 

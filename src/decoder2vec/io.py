@@ -84,6 +84,42 @@ def write_file_atomic(path: str | Path, data: str | bytes) -> None:
         raise
 
 
+def check_inside(path: str | Path, root: str | Path) -> Path:
+    """Refuse (an :class:`OutputExistsError`) to write ``path`` unless it lies inside the output folder
+    ``root`` with no symbolic link on the way, itself included: a link planted in an output folder (say
+    ``metrics.jsonl`` -> a file elsewhere) would send an append, a rewrite or a deletion outside it.
+    ``root`` itself is the user's choice and may be a link."""
+    root, path = Path(root), Path(path)
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        raise OutputExistsError(f"{path} is not inside the output folder {root}") from None
+    current = root
+    for part in parts:
+        current = current / part
+        if part == ".." or current.is_symlink():
+            raise OutputExistsError(
+                f"{current} is a symbolic link (or leaves {root}); decoder2vec writes only its own files "
+                "inside the output folder: remove it and run again"
+            )
+    return path
+
+
+def append_line(path: str | Path, line: str, *, root: str | Path) -> None:
+    """Append one line to a log file of the output folder ``root`` (``metrics.jsonl``), creating it with
+    the ordinary mode: never through a symbolic link (``O_NOFOLLOW`` closes the gap after the check) nor
+    into anything but a plain file."""
+    path = check_inside(path, root)
+    if path.exists() and not path.is_file():  # a FIFO would block the run, a device take the lines
+        raise OutputExistsError(f"{path} is not a plain file; remove it and run again")
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+    fd = os.open(path, flags, file_mode())
+    with os.fdopen(fd, "a", encoding="utf-8") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise OutputExistsError(f"{path} is not a plain file; remove it and run again")
+        fh.write(line + "\n")
+
+
 def check_new_file(
     path: Path, *, overwrite: bool, inputs: Iterable[str | Path] = (), flag: str = "--out"
 ) -> None:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from decoder2vec.encoding.compact import calibration_ranges, quantize
+from decoder2vec.encoding.compact import calibration_ranges, check_ranges, dequantize, quantize
+from decoder2vec.errors import InputError
 
 RESCORE = ("int8", "float32", None)
 
@@ -27,6 +28,17 @@ def _faiss():
             "binary search needs faiss: pip install 'decoder2vec[search]' (or faiss-cpu)"
         ) from exc
     return faiss
+
+
+def _check_finite(rows: np.ndarray, name: str) -> None:
+    """NaN and infinity have no sign bit to index and make every rescored score NaN: name the first row."""
+    bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+    if bad.size:
+        raise InputError(
+            f"{name} row {int(bad[0])} holds NaN or infinite values ({bad.size} such row(s)); "
+            "only finite vectors can be indexed and searched",
+            param=name,
+        )
 
 
 class BinaryIndex:
@@ -45,6 +57,7 @@ class BinaryIndex:
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or len(embeddings) == 0:
             raise ValueError(f"embeddings must be a non-empty (n, dim) array, got shape {embeddings.shape}")
+        _check_finite(embeddings, "embeddings")
         faiss = _faiss()
         self.dim = embeddings.shape[1]
         bits = quantize(embeddings, "ubinary")
@@ -57,7 +70,9 @@ class BinaryIndex:
         self.store = None
         if rescore == "int8":
             self.ranges = (
-                calibration_ranges(embeddings, None, False) if ranges is None else np.asarray(ranges)
+                calibration_ranges(embeddings, None, False)
+                if ranges is None
+                else check_ranges(ranges, self.dim, "BinaryIndex ranges")
             )
             self.store = quantize(embeddings, "int8", self.ranges)
         elif rescore == "float32":
@@ -74,11 +89,6 @@ class BinaryIndex:
             "rescore": 0 if self.store is None else self.store.nbytes,
         }
 
-    def _dequantized(self, rows: np.ndarray) -> np.ndarray:
-        start = self.ranges[0]
-        step = np.where(self.ranges[1] == start, 1, (self.ranges[1] - start) / 255)
-        return (rows.astype(np.float32) + 128.5) * step + start  # the centre of each bucket
-
     def search(
         self, queries: np.ndarray, k: int = 10, *, rescore_multiplier: int = 4
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -89,6 +99,7 @@ class BinaryIndex:
             queries = queries[None]
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries must be (n, {self.dim}), got shape {queries.shape}")
+        _check_finite(queries, "queries")
         if k < 1 or rescore_multiplier < 1:
             raise ValueError("k and rescore_multiplier must be positive")
         k = min(k, len(self))
@@ -98,7 +109,7 @@ class BinaryIndex:
             return -distances.astype(np.float32), candidates
         docs = self.store[candidates]  # (n, fetch, dim)
         if self.rescore == "int8":
-            docs = self._dequantized(docs)
+            docs = dequantize(docs, self.ranges)
         scores = np.einsum("nd,nfd->nf", queries, docs)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(scores, order, 1), np.take_along_axis(candidates, order, 1)

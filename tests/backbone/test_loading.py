@@ -35,3 +35,33 @@ def test_pickled_weights_with_code_are_refused_in_one_line(tmp_path):
 
     torch.save(weights, folder / "pytorch_model.bin")  # plain tensors in a pickle still load
     assert Encoder.from_pretrained(folder).encode(["a text"]).shape == (1, 32)
+
+
+BAD_ID = "not-a-model!!"
+
+
+def test_an_invalid_model_id_is_one_model_load_error(tmp_path):
+    """Not a folder, file, alias or valid hub id: huggingface_hub's own validator says so, and the error is
+    the one-line ModelLoadError (library and CLI), not its HFValidationError traceback."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+    from typer.testing import CliRunner
+
+    from decoder2vec import Encoder
+    from decoder2vec.cli import app
+    from decoder2vec.errors import ModelLoadError
+
+    with pytest.raises(HFValidationError):
+        validate_repo_id(BAD_ID)  # the independent judge: this id is invalid
+    with pytest.raises(ModelLoadError, match="not a valid hub id"):
+        Encoder.from_pretrained(BAD_ID)
+    texts = tmp_path / "in.txt"
+    texts.write_text("".join(f"sentence number {i} is here\n" for i in range(64)))
+    for args in (
+        ["encode", str(texts), "--model", BAD_ID, "--out", str(tmp_path / "o.npy")],
+        ["train", "distill", "--teacher", BAD_ID, "--data", str(texts), "--out", str(tmp_path / "run")],
+    ):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 1, (args, result.output)
+        assert "not a valid hub id" in result.output and "Traceback" not in result.output, result.output
+        assert not isinstance(result.exception, HFValidationError)

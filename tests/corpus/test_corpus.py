@@ -381,6 +381,24 @@ def test_int8_uses_the_encoders_own_calibration_sample(tiny_llama, tmp_path):
     np.testing.assert_array_equal(read_shards(out)[1], encoder.encode(texts, precision="int8", dimensions=8))
 
 
+@pytest.mark.parametrize("damage", ["nan", "invert"])
+def test_edited_manifest_ranges_are_refused_on_resume(tiny_llama, tmp_path, damage):
+    """The int8 ranges recorded in manifest.json are read back on resume: NaN ones would write zero shards
+    and inverted ones reversed codes, so they are an error naming the file and the dimension."""
+    source = tmp_path / "t.txt"
+    source.write_text("first text here\nsecond one\nthe third text\n")
+    out = tmp_path / "out"
+    embed_corpus_files([str(source)], out, model=str(tiny_llama), precision="int8", shard_size=1)
+    manifest = json.loads((out / "manifest.json").read_text())
+    ranges = np.asarray(manifest["calibration"]["ranges"])
+    ranges[:, 1] = np.nan if damage == "nan" else ranges[::-1, 1]
+    manifest["calibration"]["ranges"] = [[None if np.isnan(v) else v for v in row] for row in ranges.tolist()]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    next(p for p in sorted(out.rglob("*.parquet"))).unlink()  # one shard to redo
+    with pytest.raises(Decoder2VecError, match=r"manifest\.json: calibration\.ranges: dimension 1 has"):
+        embed_corpus_files([str(source)], out, model=str(tiny_llama), precision="int8", shard_size=1)
+
+
 def test_changed_input_file_is_named(tiny_llama, tmp_path):
     source = tmp_path / "t.txt"
     source.write_text("one text\nanother text\n")
@@ -574,3 +592,56 @@ def test_ray_engine_on_a_local_cluster_gives_the_local_rows(corpus, reference, t
     # Other threads and batches move floats by ~1e-7: at most a rare step across a level boundary.
     assert np.abs(rows.astype(int) - expected.astype(int)).max() <= 1
     assert (rows == expected).mean() > 0.99
+
+
+@pytest.mark.slow
+def test_parquet_input_errors_exit_1_every_time(tmp_path):
+    """A bad Parquet record printed its error and then, in about half the runs, aborted with exit 134
+    ("terminate called without an active exception"): pq.read_table left an Arrow pool thread alive at
+    exit with torch loaded. Fifteen runs over a null text, an empty text and a missing column must all exit
+    1 with the one-line error (the chance of 15 clean exits with the old reader was about 0.5 ** 15)."""
+    cases = {
+        "null": (pa.table({"text": ["a text", None]}), ":2: the text is NoneType"),
+        "empty": (pa.table({"text": ["a text", "  "]}), ":2: the text is empty"),
+        "column": (pa.table({"body": ["a text"]}), "no 'text' column"),
+    }
+    for name, (table, _) in cases.items():
+        pq.write_table(table, tmp_path / f"{name}.parquet")
+
+    def start(run: int) -> subprocess.Popen:
+        name = list(cases)[run % 3]
+        return subprocess.Popen(
+            [sys.executable, "-m", "decoder2vec.cli", "embed-corpus", str(tmp_path / f"{name}.parquet"),
+             "--out", str(tmp_path / "out"), "--model", str(tmp_path / "no-model")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    for first in range(0, 15, 5):  # five at a time: the same 15 exits in a third of the wall time
+        runs = {run: start(run) for run in range(first, first + 5)}
+        for run, process in runs.items():
+            _, stderr = process.communicate(timeout=180)
+            name = list(cases)[run % 3]
+            assert process.returncode == 1, (run, name, process.returncode, stderr[-500:])
+            assert stderr.startswith("error: ") and cases[name][1] in stderr, stderr
+            assert "terminate called" not in stderr
+
+
+@pytest.mark.parametrize("planted", ["data", "done"])
+def test_resume_never_writes_through_a_planted_symlink(tiny_llama, tmp_path, planted):
+    """data/ or done/ replaced by a link to a folder elsewhere: a resume would write shards and records
+    (and clean temporary files) there. It is refused before any model loads; the outside folder is untouched."""
+    import shutil
+
+    source = tmp_path / "t.txt"
+    source.write_text("first text here\nsecond one\nthe third text\n")
+    out = tmp_path / "out"
+    embed_corpus_files([str(source)], out, model=str(tiny_llama), shard_size=1)
+    outside = tmp_path / "outside"
+    shutil.copytree(out / planted, outside)
+    shutil.rmtree(out / planted)
+    (out / planted).symlink_to(outside)
+    next(iter(sorted(outside.iterdir()))).unlink()  # one shard (or record) to redo
+    before = snapshot(outside)
+    with pytest.raises(Decoder2VecError, match=f"{planted} is a symbolic link"):
+        embed_corpus_files([str(source)], out, model=str(tiny_llama), shard_size=1)
+    assert snapshot(outside) == before

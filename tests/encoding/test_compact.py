@@ -158,3 +158,47 @@ def test_finish_applies_the_steps_in_order(floats):
     np.testing.assert_array_equal(
         finish(floats, spec), quantize_embeddings(truncate_normalize(floats, 12, True), "int8", ranges=ranges)
     )
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [("all-nan", "dimension 0 has a non-finite range"), ("inf", "dimension 5 has a non-finite range"),
+     ("invert", "dimension 3 has min"), ("shape", r"must have shape \(2, 32\)")],
+)  # fmt: skip
+def test_bad_int8_ranges_are_refused_where_they_enter(floats, encoder, damage, message):
+    """NaN ranges quantized to zeros (with only numpy's cast warning) and inverted ones to reversed codes;
+    both are refused in quantize, in OutputSpec (before encoding) and in encode(ranges=)."""
+    from decoder2vec.errors import InputError
+
+    ranges = np.vstack([floats.min(0), floats.max(0)]).astype(np.float32)[:, :32]
+    if damage == "all-nan":
+        ranges[:] = np.nan
+    elif damage == "inf":
+        ranges[1, 5] = np.inf
+    elif damage == "invert":
+        ranges[:, 3] = ranges[::-1, 3]
+    else:
+        ranges = ranges[:, :31]
+    with pytest.raises(InputError, match=message):
+        quantize(floats[:, :32], "int8", ranges)
+    with pytest.raises(InputError, match=message):
+        encoder.encode(SENTENCES, precision="int8", ranges=ranges)
+    if damage != "shape":
+        with pytest.raises(InputError, match=message):
+            OutputSpec(precision="uint8", ranges=ranges)
+
+
+def test_a_calibration_sample_with_nan_is_refused(encoder, tmp_path):
+    from decoder2vec.errors import InputError
+
+    sample = encoder.encode(SENTENCES * 2)
+    sample[1, 4] = np.nan
+    with pytest.raises(ValueError, match="calibration sample.*row 1"):
+        encoder.calibration = sample
+    encoder.calibrate(SENTENCES * 3)
+    folder = encoder.save(tmp_path / "enc")
+    bad = np.load(folder / "decoder2vec_calibration.npy")
+    bad[0, 0] = np.nan
+    np.save(folder / "decoder2vec_calibration.npy", bad)
+    with pytest.raises(InputError, match="decoder2vec_calibration.npy.*row 0"):
+        type(encoder).from_pretrained(folder)

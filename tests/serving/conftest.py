@@ -14,6 +14,7 @@ import uvicorn
 
 from decoder2vec import Encoder
 from decoder2vec.serving import ServeSettings, create_app
+from decoder2vec.serving.connections import header_deadline_protocol
 
 # Two cores are shared by several test runs: one thread each keeps timings predictable.
 torch.set_num_threads(1)
@@ -21,13 +22,15 @@ API_KEY = "test-key"
 
 
 @contextlib.contextmanager
-def running_server(app, startup_timeout: float = 30.0) -> Iterator[str]:
+def running_server(app, startup_timeout: float = 30.0, http: type | None = None) -> Iterator[str]:
     """Serve ``app`` with uvicorn on a free port; yields its base URL, then shuts it down (drains)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    # the HTTP protocol `decoder2vec serve` runs: headers due within the app's body timeout
+    http = http or header_deadline_protocol(app.state.runtime.settings.body_timeout)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", http=http))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout

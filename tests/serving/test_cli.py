@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from decoder2vec.cli import app
@@ -144,8 +145,9 @@ def test_serving_beyond_loopback_without_a_key_warns(monkeypatch):
         assert exposure_warning(host, None) is None, host
 
 
-def test_body_timeout_must_be_positive():
-    result = runner.invoke(app, ["serve", "--body-timeout", "0"])
-    assert (
-        result.exit_code == 1 and "error: body_timeout must be a positive number of seconds" in result.output
-    )
+@pytest.mark.parametrize("value", ["0", "-1", "inf", "nan"])
+def test_body_timeout_must_be_positive_and_finite(value):
+    """An infinite timeout is no timeout: a stalled client would hold its connection forever."""
+    result = runner.invoke(app, ["serve", "--body-timeout", value])
+    assert result.exit_code == 1, result.output
+    assert "error: body_timeout must be a positive, finite number of seconds" in result.output

@@ -300,3 +300,61 @@ def test_a_stalled_body_is_answered_408_within_the_timeout(encoder, sent):
     assert received.startswith(b"HTTP/1.1 408"), received
     assert b"did not arrive within 1 s" in received and b'"code":"body_timeout"' in received
     assert 0.8 < waited < 5
+
+
+@pytest.mark.parametrize("implementation", ["httptools", "h11"])
+@pytest.mark.parametrize(
+    "sent", [b"", b"POST /v1/embeddings HTTP/1.1\r\nHost: local"], ids=["nothing", "dribbled"]
+)
+def test_a_client_whose_headers_never_finish_is_cut_off(encoder, implementation, sent):
+    """uvicorn times nothing while headers arrive, and the app only sees complete headers: a client that
+    sends nothing, or a header byte now and then, held its connection for good (>= 45 s). The protocol
+    `serve` runs closes it once --body-timeout has passed since the connection opened; a raw socket to
+    127.0.0.1 shows the close (recv returns b"")."""
+    import importlib
+    import socket
+    from urllib.parse import urlsplit
+
+    from decoder2vec.serving.connections import header_deadline_protocol
+
+    module = importlib.import_module(f"uvicorn.protocols.http.{implementation}_impl")
+    base = module.HttpToolsProtocol if implementation == "httptools" else module.H11Protocol
+    settings = ServeSettings(model="m", body_timeout=1.0)
+    app = create_app(settings, loader=lambda s: encoder)
+    with running_server(app, http=header_deadline_protocol(1.0, base)) as url:
+        parts = urlsplit(url)
+        with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+            start = time.monotonic()
+            sock.sendall(sent)
+            sock.settimeout(0.3)
+            closed = False
+            while time.monotonic() - start < 8 and not closed:
+                try:
+                    closed = sock.recv(1024) == b""
+                except TimeoutError:
+                    if sent:
+                        try:
+                            sock.sendall(b"h")  # one more header byte: a slow client, not a silent one
+                        except OSError:
+                            closed = True
+                except OSError:
+                    closed = True
+            waited = time.monotonic() - start
+        assert closed and 0.8 < waited < 4, (closed, waited)
+        with httpx.Client(base_url=url) as client:  # and the server serves the next client as usual
+            wait_ready(client)
+            assert client.post("/v1/embeddings", json={"input": "hi"}).status_code == 200
+
+
+def test_the_schema_needs_the_key_when_one_is_set_and_there_are_no_browsable_docs(server, encoder):
+    """/openapi.json described every endpoint to anyone; with --api-key it answers 401 like the API."""
+    from tests.serving.conftest import API_KEY
+
+    assert httpx.get(f"{server}/openapi.json").status_code == 401
+    assert httpx.get(f"{server}/openapi.json", headers={"Authorization": "Bearer nope"}).status_code == 401
+    schema = httpx.get(f"{server}/openapi.json", headers={"Authorization": f"Bearer {API_KEY}"}).json()
+    assert "/v1/embeddings" in schema["paths"] and "/openapi.json" not in schema["paths"]
+    for path in ("/docs", "/redoc"):
+        assert httpx.get(f"{server}{path}").status_code == 404
+    with running_server(create_app(ServeSettings(model="m"), loader=lambda s: encoder)) as url:
+        assert httpx.get(f"{url}/openapi.json").status_code == 200  # no key set: open, as the API is

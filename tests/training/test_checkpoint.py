@@ -153,3 +153,74 @@ def test_run_files_follow_the_umask(tiny_word_llama, text_corpus, tmp_path):
     assert any(p.name == "trainable.safetensors" for p in paths)
     for path in paths:
         assert stat.S_IMODE(path.stat().st_mode) == (0o755 if path.is_dir() else 0o644), path
+
+
+@pytest.mark.parametrize("planted", ["metrics.jsonl", "checkpoint"])
+def test_resume_never_writes_through_a_planted_symlink(tiny_word_llama, text_corpus, tmp_path, planted):
+    """#32: with metrics.jsonl replaced by a link to a file outside the run folder, a resume appended its
+    JSON lines there. Every file a run appends to, rewrites or prunes must be its own, inside the folder:
+    the resume is refused before any step, naming the link, and the outside file is untouched."""
+    from decoder2vec.errors import OutputExistsError
+
+    cfg = MNTPConfig(
+        model=str(tiny_word_llama), data=str(text_corpus), max_seq_length=16, batch_size=4, max_steps=2,
+        save_every=1, log_every=1, learning_rate=5e-3, merge=False, lora=LoraSettings(r=4, alpha=8),
+    )  # fmt: skip
+    run = tmp_path / "run"
+    run_mntp(cfg, run)
+    first, last = ckpt.checkpoints(run)
+    import shutil
+
+    shutil.rmtree(last)  # so the resume has a step to run (and a line to log)
+    outside = tmp_path / "outside"
+    if planted == "metrics.jsonl":
+        outside.write_text("precious\n")
+        (run / "metrics.jsonl").unlink()
+        (run / "metrics.jsonl").symlink_to(outside)
+    else:
+        shutil.copytree(first, outside)
+        shutil.rmtree(first)
+        first.symlink_to(outside)
+    before = {p: p.read_bytes() for p in ([outside] if outside.is_file() else outside.rglob("*"))}
+    with pytest.raises(OutputExistsError, match=f"{planted}.* is a symbolic link"):
+        run_mntp(cfg, run, resume=True)
+    assert {p: p.read_bytes() for p in before} == before
+    assert not ckpt.checkpoints(run)[-1:] or ckpt.checkpoints(run)[-1].name == first.name
+
+
+def test_append_line_refuses_links_and_other_files(tmp_path):
+    from decoder2vec.errors import OutputExistsError
+    from decoder2vec.io import append_line
+
+    append_line(tmp_path / "log.jsonl", "one", root=tmp_path)
+    append_line(tmp_path / "log.jsonl", "two", root=tmp_path)
+    assert (tmp_path / "log.jsonl").read_text() == "one\ntwo\n"
+    (tmp_path / "link").symlink_to(tmp_path / "log.jsonl")
+    with pytest.raises(OutputExistsError, match="symbolic link"):
+        append_line(tmp_path / "link", "three", root=tmp_path)
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(OutputExistsError, match="not a plain file"):
+        append_line(tmp_path / "fifo", "x", root=tmp_path)
+    with pytest.raises(OutputExistsError, match="not inside"):
+        append_line(tmp_path.parent / "elsewhere", "x", root=tmp_path)
+
+
+def test_overwrite_removes_only_what_a_run_wrote(tiny_word_llama, text_corpus, tmp_path):
+    """--overwrite removed the whole --out folder, a user's notes with it. Now it removes the previous
+    run's files (run.json, metrics, checkpoints, adapter/) and leaves everything else, as convert does."""
+    cfg = MNTPConfig(
+        model=str(tiny_word_llama), data=str(text_corpus), max_seq_length=16, batch_size=4, max_steps=2,
+        save_every=1, learning_rate=5e-3, merge=False, lora=LoraSettings(r=4, alpha=8),
+    )  # fmt: skip
+    run = tmp_path / "run"
+    run_mntp(cfg, run)
+    (run / "NOTES.md").write_text("mine")
+    (run / "reports").mkdir()
+    (run / "reports" / "a.txt").write_text("mine too")
+    old_metrics = (run / "metrics.jsonl").read_text()
+    cfg.max_steps, cfg.save_every = 1, 1
+    run_mntp(cfg, run, overwrite=True)
+    assert (run / "NOTES.md").read_text() == "mine" and (run / "reports" / "a.txt").read_text() == "mine too"
+    assert [p.name for p in ckpt.checkpoints(run)] == ["checkpoint-00000001"]  # step 2's is gone
+    assert (run / "metrics.jsonl").read_text() != old_metrics and (run / "adapter").is_dir()
+    assert ckpt.is_run_entry("checkpoint-00000002") and not ckpt.is_run_entry("checkpoint-notes")

@@ -60,3 +60,18 @@ def test_a_learning_run_is_not_warned_about(tiny_word_llama, text_corpus, tmp_pa
         rows = simcse(tiny_word_llama, text_corpus, tmp_path / "ok", temperature=0.05)
     assert all(r["loss"] < 0.9 * r["chance_loss"] for r in rows), rows
     assert not [r for r in caplog.records if "chance level" in r.getMessage()]
+
+
+def test_a_non_finite_loss_stops_the_run_before_anything_is_published(tiny_word_llama, text_corpus, tmp_path):
+    """A positive, finite temperature so small that cosine / temperature overflows float32: the loss is
+    NaN at step 1. The run stops with an error naming the step, saves no checkpoint and merges nothing."""
+    from decoder2vec.errors import TrainingError
+
+    out = tmp_path / "nan"
+    cfg = SimCSEConfig(
+        model=str(tiny_word_llama), data=str(text_corpus), batch_size=BATCH, max_seq_length=16,
+        max_steps=2, log_every=1, save_every=1, merge=True, temperature=1e-300,
+    )  # fmt: skip
+    with pytest.raises(TrainingError, match="step 1: the loss is nan"):
+        run_simcse(cfg, out)
+    assert not out.exists() or not any(out.iterdir()), list(out.iterdir())

@@ -57,3 +57,27 @@ def test_short_runs_at_the_papers_rates_warn_and_cpu_rates_do_not():
         warnings.simplefilter("error")
         check_stage(SimCSEConfig(max_steps=200, learning_rate=3e-3), "simcse")  # the cpu-1h budget
         check_stage(SimCSEConfig(), "simcse")  # the paper's own 1000 steps
+
+
+@pytest.mark.parametrize(
+    ("stage", "assignment"),
+    [
+        ("distill", "embedding_weight=inf"),
+        ("distill", "similarity_weight=nan"),
+        ("simcse", "attention_dropout=nan"),
+        ("mntp", "lora.dropout=nan"),
+        ("simcse", "matryoshka_weights=[1, .inf]"),
+        ("mntp", "max_grad_norm=-.inf"),
+    ],
+)
+def test_non_finite_settings_are_refused_naming_the_key(stage, assignment):
+    """NaN passes every ``<``/``>`` range check, so each float setting (nested and in lists too) must be
+    checked for finiteness itself, before anything loads."""
+    from decoder2vec.training.config import STAGES, check_stage
+
+    cfg = apply_overrides(STAGES[stage].config(), [assignment], prefix=stage)
+    if stage == "simcse" and "matryoshka" in assignment:
+        cfg.matryoshka_dims = [8, 4]
+    key = assignment.split("=")[0].replace("[", r"\[")
+    with pytest.raises(ConfigError, match=rf"{stage}\.{key}.*must be a finite number"):
+        check_stage(cfg, stage)

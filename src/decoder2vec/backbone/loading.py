@@ -46,6 +46,16 @@ def resolve_model_path(name_or_path: str | Path) -> str:
         )
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelLoadError(f"no such model folder or file: {path}")
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise ModelLoadError(
+            f"{name!r} is neither a local folder, a .gguf file nor an alias ({', '.join(ALIASES)}), and not a "
+            "valid hub id (owner/name of letters, digits, '-', '_' and '.')"
+        ) from None
     if not _hub_reachable(name):
         raise ModelLoadError(
             f"{name!r} is neither a local folder, a .gguf file nor an alias ({', '.join(ALIASES)}); "

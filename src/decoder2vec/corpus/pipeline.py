@@ -34,6 +34,7 @@ from decoder2vec.corpus.manifest import (
     ADDED_DEFAULTS,
     FORMAT,
     INPUT_SETTINGS,
+    MANIFEST,
     MODEL_SETTINGS,
     check_same_run,
     new_manifest,
@@ -44,6 +45,7 @@ from decoder2vec.corpus.model_info import check_encoder, describe_model, model_i
 from decoder2vec.corpus.progress import ShardProgress
 from decoder2vec.corpus.shards import (
     DATA_DIR,
+    DONE_DIR,
     adopt_old_layout,
     manifest_layout_is_old,
     pending_shards,
@@ -51,7 +53,9 @@ from decoder2vec.corpus.shards import (
     recorded_chunks,
     remove_partial_files,
 )
+from decoder2vec.encoding.compact import check_ranges
 from decoder2vec.errors import ConfigError
+from decoder2vec.io import check_inside
 
 ENGINES = ("local", "ray")
 
@@ -125,6 +129,8 @@ def embed_corpus_files(
     old = read_manifest(out)
     if old is not None:
         check_same_run(out, old, manifest, INPUT_SETTINGS)
+        for name in (MANIFEST, DATA_DIR, DONE_DIR):  # written, replaced and cleaned below: ours, in out
+            check_inside(out / name, out)
     # The manifest shares `settings`, so what the model decides is recorded too.
     settings.update(describe_model(model, pooling, max_length, instruction))
     columns, dtype = output_shape(settings["dimension"], dimensions, precision)
@@ -154,6 +160,8 @@ def embed_corpus_files(
         progress = ShardProgress(len(corpus), done_rows, len(plan), len(plan) - len(pending), show_progress)
         options = EngineOptions(batch_size, ray_address, num_workers, gpus_per_worker, threads_per_worker)
         ranges = (manifest.get("calibration") or {}).get("ranges")
+        if ranges is not None:  # recorded by an earlier run; the file may have been edited since
+            ranges = check_ranges(ranges, where=f"{out / MANIFEST}: calibration.ranges")
         calibration = None
         if precision in CALIBRATED and ranges is None:
 

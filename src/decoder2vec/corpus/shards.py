@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from decoder2vec.corpus.inputs import read_parquet
 from decoder2vec.io import write_file_atomic, write_json_atomic
 
 SHARD_PREFIX = "part-"
@@ -216,7 +217,6 @@ def read_shards(out: str | Path) -> tuple[list[str], np.ndarray]:
     embeddings keep their stored dtype (float32, or int8/uint8 for compact precisions). A folder with
     a shard missing is an error that says to re-run the command.
     """
-    import pyarrow.parquet as pq
 
     from decoder2vec.corpus.manifest import read_manifest
     from decoder2vec.errors import InputError
@@ -236,7 +236,7 @@ def read_shards(out: str | Path) -> tuple[list[str], np.ndarray]:
     ids: list[str] = []
     parts: list[np.ndarray] = []
     for path in paths:
-        table = pq.read_table(path)
+        table = read_parquet(path)
         ids.extend(table.column("id").to_pylist())
         column = table.column("embedding").combine_chunks()
         parts.append(column.values.to_numpy().reshape(len(column), column.type.list_size))

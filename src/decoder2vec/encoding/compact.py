@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from decoder2vec.encoder_config import check_precision
+from decoder2vec.errors import InputError
 
 INT8_PRECISIONS = ("int8", "uint8")
 
@@ -39,6 +40,40 @@ class OutputSpec:
                 "once (the sample is saved with the encoder), or pass ranges= (a (2, dimensions) array of "
                 "per-dimension min and max)"
             )
+        if self.ranges is not None:
+            check_ranges(self.ranges)  # before any text is encoded
+
+
+def check_ranges(ranges, width: int | None = None, where: str = "ranges") -> np.ndarray:
+    """``ranges`` as a (2, width) float32 array of per-dimension [min, max]; NaN, infinite or inverted
+    (min > max) dimensions are an :class:`InputError` naming ``where`` and the first such dimension.
+    (Unchecked, NaN ranges quantize to zeros and inverted ones to reversed codes, silently.)"""
+    try:
+        array = np.asarray(ranges, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{where} must be numbers: a (2, dimensions) array of min and max ({exc})") from None
+    if array.ndim != 2 or array.shape[0] != 2 or (width is not None and array.shape[1] != width):
+        want = f"(2, {width})" if width is not None else "(2, dimensions)"
+        raise InputError(
+            f"{where} must have shape {want} (min row, max row), got {array.shape}", param="ranges"
+        )
+    bad = np.flatnonzero(~np.isfinite(array).all(axis=0))
+    if bad.size:
+        d = int(bad[0])
+        raise InputError(
+            f"{where}: dimension {d} has a non-finite range [{array[0, d]}, {array[1, d]}] "
+            f"({bad.size} such dimension(s)); recalibrate on finite embeddings",
+            param="ranges",
+        )
+    inverted = np.flatnonzero(array[0] > array[1])
+    if inverted.size:
+        d = int(inverted[0])
+        raise InputError(
+            f"{where}: dimension {d} has min {array[0, d]} > max {array[1, d]} ({inverted.size} such "
+            "dimension(s)); row 0 holds the minima, row 1 the maxima",
+            param="ranges",
+        )
+    return array
 
 
 def truncate_normalize(rows: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
@@ -55,7 +90,18 @@ def truncate_normalize(rows: np.ndarray, dimensions: int | None, normalize: bool
 def calibration_ranges(sample: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
     """(2, d) per-dimension min and max of a calibration sample seen as ``encode`` would output it."""
     seen = truncate_normalize(sample, dimensions, normalize)
-    return np.vstack([seen.min(axis=0), seen.max(axis=0)])
+    return check_ranges(
+        np.vstack([seen.min(axis=0), seen.max(axis=0)]), where="the calibration sample's ranges"
+    )
+
+
+def dequantize(codes: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+    """int8 codes -> float: the centre of each code's bucket, within [min, max] (level 255 holds only
+    values at or past the max: it stands for the max). A constant dimension (min == max) has one value,
+    the min; its codes are all 0 (level 0: sentence-transformers divides by its zero step instead)."""
+    start, stop = ranges[0].astype(np.float32), ranges[1].astype(np.float32)
+    step = (stop - start) / 255  # 0 for a constant dimension: every code means its min
+    return np.minimum((codes.astype(np.float32) + 128.5) * step + start, stop)
 
 
 def quantize(rows: np.ndarray, precision: str, ranges: np.ndarray | None = None) -> np.ndarray:
@@ -66,9 +112,7 @@ def quantize(rows: np.ndarray, precision: str, ranges: np.ndarray | None = None)
     if precision in INT8_PRECISIONS:
         if ranges is None:
             raise ValueError(f"precision={precision!r} needs ranges")
-        ranges = np.asarray(ranges, dtype=np.float32)
-        if ranges.shape != (2, rows.shape[-1]):
-            raise ValueError(f"ranges must have shape (2, {rows.shape[-1]}), got {ranges.shape}")
+        ranges = check_ranges(ranges, rows.shape[-1])
         start = ranges[0]
         step = (ranges[1] - start) / 255
         step = np.where(step == 0, 1, step)  # a constant dimension: everything in the first bucket

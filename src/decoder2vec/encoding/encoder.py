@@ -240,6 +240,9 @@ class Encoder:
                     f"a calibration sample must be (n >= 2, {self.embedding_dim}) float embeddings, "
                     f"got shape {sample.shape}"
                 )
+            bad = np.flatnonzero(~np.isfinite(sample).all(axis=1))
+            if bad.size:  # its min/max would be NaN ranges: every int8 output zeros
+                raise ValueError(f"the calibration sample's row {int(bad[0])} holds NaN or infinite values")
         self._calibration = sample
 
     # ----------------------------------------------------------------- loading

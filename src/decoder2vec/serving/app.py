@@ -131,7 +131,8 @@ def create_app(
                 loading.cancel()
             await runtime.close()
 
-    app = FastAPI(title="decoder2vec", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # No browsable docs; the schema is served below, behind the API key like the API it describes.
+    app = FastAPI(title="decoder2vec", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.runtime = runtime
     app.add_middleware(MetricsMiddleware, metrics=runtime.metrics)
     _add_error_handlers(app)
@@ -151,6 +152,11 @@ def create_app(
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> JSONResponse:
+        check_key(request, settings.api_key)
+        return JSONResponse(app.openapi())
 
     @app.get("/v1/models")
     async def models(request: Request) -> JSONResponse:

@@ -44,7 +44,11 @@ def serve(
         int, typer.Option(help="Largest request body (else 413).")
     ] = DEFAULT_PAYLOAD_BYTES,
     body_timeout: Annotated[
-        float, typer.Option(help="Seconds to receive a request's body once its headers are in (else 408).")
+        float,
+        typer.Option(
+            help="Seconds to receive a request's headers (else the connection is closed), and its body once "
+            "the headers are in (else 408).",
+        ),
     ] = DEFAULT_BODY_TIMEOUT,
     served_model_name: Annotated[
         str | None, typer.Option(help="The model id the API reports (default: --model).")
@@ -69,6 +73,7 @@ def serve(
         ) from None
 
     from decoder2vec.serving.app import create_app
+    from decoder2vec.serving.connections import header_deadline_protocol
 
     settings = ServeSettings(
         model=model,
@@ -95,7 +100,13 @@ def serve(
 
     app = create_app(settings, on_load_error=stop_on_load_error)
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=DRAIN_SECONDS, lifespan="on"
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=DRAIN_SECONDS,
+        lifespan="on",
+        http=header_deadline_protocol(settings.body_timeout),  # slow headers are cut off like a slow body
     )
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal that stopped it once it has drained, with the handler that was in

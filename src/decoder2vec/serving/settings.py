@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from decoder2vec.backbone.default_model import DEFAULT_ENCODER
@@ -55,8 +56,10 @@ class ServeSettings:
             )
         if self.api_key is not None and not self.api_key:
             raise ConfigError("the API key is empty; leave it unset to serve without one")
-        if not self.body_timeout > 0:  # also refuses NaN
-            raise ConfigError(f"body_timeout must be a positive number of seconds, got {self.body_timeout}")
+        if not (math.isfinite(self.body_timeout) and self.body_timeout > 0):  # NaN, inf: never times out
+            raise ConfigError(
+                f"body_timeout must be a positive, finite number of seconds, got {self.body_timeout}"
+            )
 
     @property
     def model_name(self) -> str:

@@ -23,11 +23,18 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from decoder2vec.io import settle_tree, write_file_atomic
+from decoder2vec.io import check_inside, settle_tree, write_file_atomic
 from decoder2vec.training.errors import OutputExistsError, ResumeMismatchError, TrainingError
 
 RUN_FILE = "run.json"
+<<<<<<< HEAD
 BEST_COPY = "best.safetensors"  # with checkpoint selection: the best weights so far (the loop's best/)
+=======
+METRICS_FILE = "metrics.jsonl"
+# What a stage writes into its run folder besides the files above and its checkpoints (recipes' save()):
+# with --overwrite these are removed, and nothing else in the folder (a user's notes stay).
+STAGE_OUTPUTS = ("adapter", "merged", "encoder")
+>>>>>>> defects
 STATE_FILE = "trainer_state.json"
 _PREFIX = "checkpoint-"
 
@@ -200,13 +207,33 @@ def check_resumes(runs: list[tuple[Path, dict[str, Any]]]) -> None:
     )
 
 
+def is_run_entry(name: str, scratch: tuple[str, ...] = ()) -> bool:
+    """Whether ``name`` in a run folder is something a run writes (and ``--overwrite`` may remove)."""
+    for prefix in (_PREFIX, f".tmp-{_PREFIX}"):
+        if name.startswith(prefix) and name[len(prefix) :].isdigit():
+            return True
+    return name in (RUN_FILE, METRICS_FILE, *STAGE_OUTPUTS, *scratch)
+
+
+def remove_run(run_dir: Path, scratch: tuple[str, ...] = ()) -> None:
+    """Remove what a previous run wrote in ``run_dir`` (see :func:`is_run_entry`), and only that; a link
+    is removed, never followed."""
+    for entry in sorted(run_dir.iterdir()):
+        if not is_run_entry(entry.name, scratch):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
 def write_run_file(run_dir: Path, identity: dict[str, Any]) -> None:
     write_file_atomic(run_dir / RUN_FILE, json.dumps(identity, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def begin_checkpoint(run_dir: Path, step: int) -> Path:
     """Create the (empty) temporary folder of checkpoint ``step``; main process only."""
-    tmp = run_dir / f".tmp-{_PREFIX}{step:08d}"
+    tmp = check_inside(run_dir / f".tmp-{_PREFIX}{step:08d}", run_dir)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -234,7 +261,7 @@ def write_main_state(
 
 def finish_checkpoint(run_dir: Path, tmp: Path, step: int, keep: int) -> Path:
     """Rename the finished temporary folder into place, then drop all but the ``keep`` newest."""
-    final = run_dir / f"{_PREFIX}{step:08d}"
+    final = check_inside(run_dir / f"{_PREFIX}{step:08d}", run_dir)
     settle_tree(tmp)  # safetensors writes 0600 files; give them the umask's mode, and flush them to disk
     if final.exists():
         shutil.rmtree(final)

@@ -43,7 +43,12 @@ ResumeOpt = Annotated[
         "--resume", help="Continue from the newest checkpoint in --out, with the settings the run recorded."
     ),
 ]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a previous run in --out.")]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite", help="Replace a previous run in --out: the files a run writes; others there stay."
+    ),
+]
 MERGE_HELP = "Also write the merged model / ready encoder."
 SetOpt = Annotated[
     list[str] | None,

@@ -470,6 +470,21 @@ def short_run_warning(cfg: StageConfig, stage: str) -> str | None:
     )
 
 
+def _float_settings(cfg, prefix: str = "") -> list[tuple[str, float]]:
+    """Every float setting of a (nested) stage config as ``(dotted key, value)``, list items included:
+    one place to refuse NaN and infinity, whichever way (recipe, ``--set``, flag) a value arrived."""
+    found = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            found += _float_settings(value, f"{prefix}{f.name}.")
+        elif isinstance(value, float):
+            found.append((f"{prefix}{f.name}", value))
+        elif isinstance(value, list | tuple):
+            found += [(f"{prefix}{f.name}[{i}]", v) for i, v in enumerate(value) if isinstance(v, float)]
+    return found
+
+
 def check_stage(cfg: StageConfig, stage: str) -> None:
     """Reject impossible settings before any model is loaded or anything is written; warn about
     settings that are possible but will not do what the user expects (see :func:`short_run_warning`)."""
@@ -477,6 +492,9 @@ def check_stage(cfg: StageConfig, stage: str) -> None:
     def bad(key: str, value: Any, need: str) -> SettingError:
         return SettingError(f"{stage}.{key} = {value!r}: {need}")
 
+    for key, value in _float_settings(cfg):  # first: NaN passes every `<` / `>` test below
+        if not math.isfinite(value):
+            raise bad(key, value, "must be a finite number")
     for key in ("max_steps", "batch_size", "max_seq_length", "log_every", "save_every"):
         value = getattr(cfg, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:

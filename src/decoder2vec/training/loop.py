@@ -23,11 +23,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from decoder2vec.io import replace_folder
+from decoder2vec.io import append_line, check_inside, replace_folder
 from decoder2vec.training import checkpoint as ckpt
 from decoder2vec.training.config import StageConfig
 from decoder2vec.training.data.sampling import BatchPlan
-from decoder2vec.training.errors import ResumeMismatchError
+from decoder2vec.training.errors import ResumeMismatchError, TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +115,20 @@ def train(
     acc = accelerator
     run_dir = Path(run_dir)
     start_from, wipe = ckpt.check_run_dir(run_dir, identity, resume=resume, overwrite=overwrite)
+    if not wipe:  # what this run appends to, rewrites or removes must be its own files, before any work
+        for name in (
+            ckpt.RUN_FILE,
+            ckpt.METRICS_FILE,
+            *stage.scratch,
+            BEST_DIR,
+            *(p.name for p in ckpt.checkpoints(run_dir)),
+        ):
+            check_inside(run_dir / name, run_dir)
     acc.wait_for_everyone()
     created = not run_dir.exists()
     if acc.is_main_process:
-        if wipe:
-            shutil.rmtree(run_dir)
+        if wipe:  # --overwrite: the previous run's files, not the user's others in the folder
+            ckpt.remove_run(run_dir, (*stage.scratch, BEST_DIR))
         ckpt.write_run_file(run_dir, identity)
     acc.wait_for_everyone()
     try:
@@ -131,7 +140,7 @@ def train(
         # command is not refused as "already holds a training run".
         if start_from is None and acc.is_main_process and not ckpt.checkpoints(run_dir):
             (run_dir / ckpt.RUN_FILE).unlink(missing_ok=True)
-            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            (run_dir / ckpt.METRICS_FILE).unlink(missing_ok=True)
             for name in (*stage.scratch, BEST_DIR):
                 shutil.rmtree(run_dir / name, ignore_errors=True)
             if created and run_dir.is_dir() and not any(run_dir.iterdir()):
@@ -177,7 +186,7 @@ def _train(stage: Stage, cfg: StageConfig, run_dir: Path, acc, start_from, callb
         log.info("resuming %s from %s (step %d)", stage.name, start_from, step)
 
     model, optimizer = acc.prepare(stage.model, optimizer)
-    metrics_file = run_dir / "metrics.jsonl"
+    metrics_file = run_dir / ckpt.METRICS_FILE
     batches = iter(stage.plan)
     window: dict[str, float] = {}
     window_steps, window_seconds = 0, 0.0  # seconds spent in training steps only (not eval, not saving)
@@ -192,8 +201,7 @@ def _train(stage: Stage, cfg: StageConfig, run_dir: Path, acc, start_from, callb
 
     def record(entry: dict[str, Any]) -> None:
         if acc.is_main_process:
-            with metrics_file.open("a") as f:
-                f.write(json.dumps(entry) + "\n")
+            append_line(metrics_file, json.dumps(entry), root=run_dir)
 
     while step < cfg.max_steps:
         started = time.perf_counter()
@@ -225,6 +233,14 @@ def _train(stage: Stage, cfg: StageConfig, run_dir: Path, acc, start_from, callb
                     entry["tokens_per_s"] = value / max(seconds, 1e-9)
                 else:
                     entry[key] = value / (window_steps * acc.num_processes)
+            if not math.isfinite(entry.get("loss", 0.0)):
+                # The weights are NaN from here on: going on would save (and publish) an encoder whose
+                # every vector is NaN. The reduced window is the same on every process, so all stop here.
+                raise TrainingError(
+                    f"stage {stage.name}, step {step}: the loss is {entry['loss']} (not finite); stopping "
+                    f"before anything more is saved. Lower learning_rate (now {cfg.learning_rate:g}) or check "
+                    "the loss weights and temperature"
+                )
             if not all(math.isfinite(v) for v in entry.values() if isinstance(v, float)):
                 log.warning("non-finite metrics at step %d: %s", step, entry)
             bar.set_postfix(loss=f"{entry.get('loss', float('nan')):.4f}", lr=f"{lr:.2e}")
