@@ -12,6 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
 from decoder2vec.cli import app
@@ -44,12 +45,15 @@ def convert_args(model, out, recipe, corpus, docs) -> list[str]:
 def inputs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("inputs")
     recipe = folder / "tiny.yaml"
-    recipe.write_text(TINY)
     corpus = folder / "corpus.txt"
     from tests.training.conftest import SENTENCES
 
     corpus.write_text("\n".join(SENTENCES * 4) + "\n")
-    return recipe, corpus, write_docs(folder / "docs.jsonl", n=8)
+    sts = folder / "sts-dev.csv"  # the STS-B layout: genre, file, year, id, score, sentence 1, sentence 2
+    rows = [(SENTENCES[i], SENTENCES[12 + i], (i * 37 % 50) / 10) for i in range(12)]  # no tied pairs
+    sts.write_text("".join(f"main\tdev\t2024\t{i}\t{g}\t{a}\t{b}\n" for i, (a, b, g) in enumerate(rows)))
+    recipe.write_text(TINY + f"sts_dev: {str(sts)!r}\n")
+    return recipe, corpus, write_docs(folder / "docs.jsonl", n=8), rows
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +62,7 @@ def whole(tiny_llama, inputs, tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("whole") / "encoder"
-    result = runner.invoke(app, convert_args(tiny_llama, out, *inputs))
+    result = runner.invoke(app, convert_args(tiny_llama, out, *inputs[:3]))
     torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
     return out, result.output
@@ -100,6 +104,14 @@ def test_one_command_builds_pairs_trains_on_them_and_reports_before_and_after(wh
         for metric in ("ndcg_at_10", "recall_at_10", "mrr_at_10"):
             assert report["scores"][name][metric] == pytest.approx(row[metric], abs=1e-6), (name, metric)
     assert "BM25" in output and "before supervised" in output and "nDCG@10" in output
+    # STS dev: the Spearman correlation of the cosines with the gold scores, as scipy computes it
+    sts = inputs[3]
+    for name, model in (("before_supervised", before), ("final", encoder)):
+        a, b = model.encode([r[0] for r in sts]), model.encode([r[1] for r in sts])
+        cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        rho = 100 * spearmanr(cosine, [r[2] for r in sts])[0]
+        assert report["sts_dev"][name] == pytest.approx(rho, abs=1e-3), name
+    assert "STS-B dev Spearman" in output
     # the encoder before the supervised stage is the base with the MNTP and SimCSE adapters, and the
     # supervised stage moved it
     texts = [json.loads(line)["text"] for line in (pairs / "dev" / "corpus.jsonl").read_text().splitlines()]
@@ -139,7 +151,7 @@ def test_sigkill_in_pairs_then_in_supervised_resumes_to_the_uninterrupted_result
 
     reference, _ = whole
     out = tmp_path / "encoder"
-    recipe, corpus, docs = inputs
+    recipe, corpus, docs, _ = inputs
     cli = convert_args(tiny_llama, out, recipe, corpus, docs)
     head = """
         import os, signal, sys, torch
@@ -216,7 +228,7 @@ def test_bad_corpus_or_settings_are_refused_before_any_model_loads(
         raise AssertionError("a model was loaded")
 
     monkeypatch.setattr(loading, "load_backbone", no_model)
-    recipe, corpus, docs = inputs
+    recipe, corpus, docs, _ = inputs
     if change == "empty":
         docs = tmp_path / "empty.jsonl"
         docs.write_text("\n\n")
@@ -258,3 +270,19 @@ def dataclass_dict(obj, *without: str) -> dict:
     import dataclasses
 
     return {k: v for k, v in dataclasses.asdict(obj).items() if k not in without}
+
+
+def test_the_engine_writes_with_the_pipelines_model_and_current_is_the_encoder_so_far():
+    from decoder2vec.training.config import PipelineConfig
+    from decoder2vec.training.recipes.pipeline import pairs_settings
+
+    cfg = PipelineConfig(model="some-decoder")
+    cfg.pairs.filter_model, cfg.pairs.miner = "current", "bm25"
+    settings = pairs_settings(cfg, "/out/stages/pre_supervised")
+    assert (settings.generator, settings.filter_model, settings.miner) == (
+        "some-decoder",
+        "/out/stages/pre_supervised",
+        "bm25",
+    )
+    cfg.pairs.generator = "writer"
+    assert pairs_settings(cfg).generator == "writer"

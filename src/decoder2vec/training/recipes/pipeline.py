@@ -218,10 +218,6 @@ def check_pairs(cfg: PipelineConfig) -> None:
             f"pair, but pairs.negatives = {cfg.pairs.negatives}, pairs.miner = {cfg.pairs.miner!r}, "
             f"pairs.keep_short = {cfg.pairs.keep_short} may give fewer"
         )
-    stages = cfg.stages[: cfg.stages.index("supervised")]
-    for key in ("filter_model", "miner"):
-        if getattr(cfg.pairs, key) == CURRENT and not any(STAGES[s].continues_pipeline for s in stages):
-            raise SettingError(f"pairs.{key} = 'current': no stage before supervised makes an encoder")
     settings = pairs_settings(cfg)
     check_settings(settings)
     read_documents(
