@@ -176,6 +176,8 @@ def test_sigkill_in_pairs_then_in_supervised_resumes_to_the_uninterrupted_result
     shards = sorted(p.name for p in (out / "stages" / "pairs" / "generated").iterdir())
     assert shards == ["shard-00000.jsonl", "shard-00001.jsonl"]
     assert not (out / "stages" / "pairs" / "train.jsonl").exists()
+    first = out / "stages" / "pairs" / "generated" / "shard-00000.jsonl"
+    written = first.stat().st_mtime_ns
     # 2. resumed (generation continues from the third shard), killed after supervised step 2
     _killed(
         head
@@ -190,6 +192,7 @@ def test_sigkill_in_pairs_then_in_supervised_resumes_to_the_uninterrupted_result
     """
     )
     assert (out / "stages" / "pairs" / "train.jsonl").is_file() and not (out / "recipe.json").exists()
+    assert first.stat().st_mtime_ns == written  # the finished shards were reused, not generated again
     assert sorted((out / "stages" / "supervised").glob("checkpoint-*"))
     # 3. resumed to the end, here
     threads = torch.get_num_threads()
