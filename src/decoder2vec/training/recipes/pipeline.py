@@ -418,6 +418,9 @@ def _run_pairs(out: Path, cfg: PipelineConfig, adapters: list[str], state) -> di
                 manifest = build_pairs(folder, settings)
             finally:
                 torch.set_num_threads(threads)  # the generator sets its own; the stages keep theirs
+    else:  # polling, not a collective barrier: one that waits through hours of generation would time out
+        while not (folder / MANIFEST).is_file() or not read_record(folder / MANIFEST).get("complete"):
+            time.sleep(10)
     state.wait_for_everyone()
     manifest = read_record(folder / MANIFEST)
     return {
