@@ -51,7 +51,9 @@ def main() -> None:
                     "examples": raw[:5],
                 }
             )
-            print(f"{backend:13s} threads={threads} {len(raw) / seconds:6.3f} q/s kept {len(kept)}/{len(raw)}")
+            print(
+                f"{backend:13s} threads={threads} {len(raw) / seconds:6.3f} q/s kept {len(kept)}/{len(raw)}"
+            )
             del gen
     write_results("pairs_generation", {"passages": args.passages, "rows": rows})
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -195,10 +196,13 @@ def _convert(**values) -> None:
     resume, overwrite, set_ = values["resume"], values["overwrite"], values["set_"]
     # --resume continues the run with the settings it recorded: flags need not be repeated, and any that
     # are given must agree with them (convert names every difference)
+    corpus = [c.strip() for value in values["corpus"] or () for c in value.split(",") if c.strip()]
     recorded = recorded_pipeline(out) if resume and config is None else None
-    cfg, source = recorded if recorded is not None else (load_pipeline(config), config)
+    cfg, source = recorded if recorded is not None else (load_pipeline(config, corpus), config)
     if model is not None:
         cfg.model = model
+    if corpus:  # (a recorded conversion: must be the corpus it was started with; convert names a difference)
+        cfg.pairs.sources = corpus
     for name in STAGES:
         stage = getattr(cfg, name)
         _overrides(stage, max_steps=values[f"{name}_steps"], data=values[f"{name}_data"])
@@ -210,11 +214,24 @@ def _convert(**values) -> None:
         )
     apply_overrides(cfg, set_)
     folder = run_convert(cfg, out, resume=resume, overwrite=overwrite, recipe_source=source)
-    _report(f"encoder: {folder}")
+    lines = [f"encoder: {folder}"]
+    if cfg.pairs.sources:
+        from decoder2vec.training.recipes.pipeline import RECORD, retrieval_table
+
+        report = json.loads((Path(folder) / RECORD).read_text()).get("retrieval")
+        lines += [retrieval_table(report)] if report else []
+    _report("\n".join(lines))
 
 
 def _convert_params() -> list[inspect.Parameter]:
     params = [_param("out", OutOpt), _param("model", ModelOpt, None), _param("config", ConfigOpt, None)]
+    corpus = typer.Option(
+        "--corpus",
+        help="Documents for the data engine (repeatable or comma list; 'wiki': the offline leads' train "
+        "split): retrieval pairs are built from them after SimCSE and train the supervised stage, with the "
+        "'retrieval' recipe's pairs and supervised settings unless the recipe has its own.",
+    )
+    params.append(_param("corpus", Annotated[list[str] | None, corpus], None))
     for name in STAGES:
         params.append(_param(f"{name}_steps", Annotated[int | None, typer.Option(f"--{name}-steps")], None))
     params += [_param("batch_size", BatchOpt, None), _param("max_seq_length", LenOpt, None)]
@@ -234,6 +251,6 @@ convert = _command(
     _convert,
     _convert_params(),
     "convert",
-    "Turn a decoder LLM into an encoder: bidirectional -> MNTP -> SimCSE (-> supervised) -> encoder folder. "
-    "With --resume, continue the conversion in --out with its recorded settings.",
+    "Turn a decoder LLM into an encoder: bidirectional -> MNTP -> SimCSE (-> pairs from --corpus -> supervised) "
+    "-> encoder folder. With --resume, continue the conversion in --out with its recorded settings.",
 )

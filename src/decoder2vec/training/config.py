@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from decoder2vec.pairs.settings import PairsSettings
 from decoder2vec.training.errors import SettingError, TrainingError
 
 
@@ -155,6 +156,23 @@ class DistillConfig(ContrastiveConfig):
     max_seq_length: int = 128
     batch_size: int = 32
     learning_rate: float = 1e-4
+
+
+@dataclass
+class PairsConfig(PairsSettings):
+    """``convert``'s data engine: ``decoder2vec pairs`` settings (docs/pairs.md) with the defaults of the
+    shipped ``retrieval`` recipe. Empty ``sources`` (``--corpus``): off. ``generator`` ``""`` is the
+    pipeline's model; ``filter_model``/``miner`` ``"current"`` is the encoder the stages before
+    ``supervised`` made. ``threads``, ``progress`` and ``encode_batch_size`` do not change the pairs (a
+    resume may change them); ``overwrite`` is convert's own flag, not a setting."""
+
+    sources: list[str] = field(default_factory=list)
+    generator: str = ""
+    templates: list[str] = field(default_factory=lambda: ["question", "keywords"])
+    structural: list[str] = field(
+        default_factory=lambda: ["title", "first_sentence", "neighbour", "title_document"]
+    )
+    negatives: int = 3
 
 
 # ---------------------------------------------------------------------------------------- the stage registry
@@ -329,6 +347,9 @@ PipelineConfig = dataclasses.make_dataclass(
         ("model", str, field(default="smollm2-135m")),
         ("pooling", str, field(default="mean")),
         *((name, spec.config, field(default_factory=spec.config)) for name, spec in STAGES.items()),
+        ("pairs", PairsConfig, field(default_factory=PairsConfig)),
+        # an STS-B file (sts-dev.csv layout) scored before and after the supervised stage; None: skipped
+        ("sts_dev", str | None, field(default=None)),
         (
             "stages",
             list[str],
@@ -341,7 +362,8 @@ PipelineConfig.__doc__ = """``convert``'s settings: one section per registered s
 
 bidirectional -> MNTP -> SimCSE (-> supervised when it has data) by default; each stage starts from the
 previous enabled stage's merged weights. ``distill`` may come last: the encoder made so far is then the
-teacher, and the result is the student (see ``training/recipes/pipeline.py``)."""
+teacher, and the result is the student (see ``training/recipes/pipeline.py``). ``pairs.sources`` (``--corpus``)
+turns the data engine on: the supervised stage then trains on the pairs built from them."""
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -590,13 +612,45 @@ def recipe_path(name_or_path: str | Path) -> Path:
     raise TrainingError(f"no recipe file {name_or_path!r}; shipped recipes: {', '.join(names)}")
 
 
-def load_pipeline(name_or_path: str | Path | None) -> PipelineConfig:
-    """Read a pipeline recipe; top-level ``model`` fills in every stage that does not name its own."""
+RETRIEVAL_RECIPE = "retrieval"  # the shipped recipe whose pairs + supervised sections --corpus adds
+
+
+def _read_recipe(name_or_path: str | Path | None) -> dict[str, Any]:
     raw = {} if name_or_path is None else yaml.safe_load(recipe_path(name_or_path).read_text()) or {}
     if not isinstance(raw, dict):
         raise SettingError(f"recipe {name_or_path} must be a YAML mapping")
     raw = dict(raw)
     raw.pop("description", None)
+    return raw
+
+
+def with_corpus(raw: dict[str, Any], corpus: list[str], where: str = "recipe") -> dict[str, Any]:
+    """``raw`` with the data engine on ``corpus``: the shipped retrieval recipe's ``pairs`` and ``supervised``
+    sections under the recipe's own (its keys win), and ``supervised`` among the stages (before a final
+    stage that does not continue the pipeline, e.g. distill)."""
+    defaults = _read_recipe(RETRIEVAL_RECIPE)
+    raw = dict(raw)
+    for section in ("pairs", "supervised"):
+        own = raw.get(section) or {}
+        if not isinstance(own, dict):
+            raise SettingError(f"{where}: {section} must be a mapping, got {own!r}")
+        raw[section] = {**defaults[section], **own}
+    raw["pairs"]["sources"] = list(corpus)
+    stages = list(raw.get("stages", [n for n, s in STAGES.items() if s.in_default_pipeline]))
+    if "supervised" not in stages:
+        last = stages[-1] if stages else None
+        at = len(stages) - 1 if last in STAGES and not STAGES[last].continues_pipeline else len(stages)
+        stages.insert(at, "supervised")
+    raw["stages"] = stages
+    return raw
+
+
+def load_pipeline(name_or_path: str | Path | None, corpus: list[str] | None = None) -> PipelineConfig:
+    """Read a pipeline recipe; top-level ``model`` fills in every stage that does not name its own.
+    ``corpus`` (``convert --corpus``) turns the data engine on (:func:`with_corpus`)."""
+    raw = _read_recipe(name_or_path)
+    if corpus:
+        raw = with_corpus(raw, corpus, str(name_or_path))
     cfg = from_dict(PipelineConfig, raw, str(name_or_path))
     for name, spec in STAGES.items():
         stage = getattr(cfg, name)
