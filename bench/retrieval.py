@@ -145,7 +145,7 @@ def main() -> None:
 
         minilm = SentenceTransformerEncoder(SentenceTransformer(reference, device="cpu"), "all-MiniLM-L6-v2")
         results["rows"]["all-MiniLM-L6-v2"] = {"width": {"384": evaluate_retrieval(minilm, data)}}
-    for spec in args.encoder or DEFAULT_ENCODERS:
+    for spec in DEFAULT_ENCODERS if args.encoder is None else [e for e in args.encoder if e]:  # "": none
         name, _, model = spec.partition("=")
         results["rows"][name] = score_encoder(
             name,

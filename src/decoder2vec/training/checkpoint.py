@@ -27,14 +27,11 @@ from decoder2vec.io import check_inside, settle_tree, write_file_atomic
 from decoder2vec.training.errors import OutputExistsError, ResumeMismatchError, TrainingError
 
 RUN_FILE = "run.json"
-<<<<<<< HEAD
 BEST_COPY = "best.safetensors"  # with checkpoint selection: the best weights so far (the loop's best/)
-=======
 METRICS_FILE = "metrics.jsonl"
 # What a stage writes into its run folder besides the files above and its checkpoints (recipes' save()):
 # with --overwrite these are removed, and nothing else in the folder (a user's notes stay).
 STAGE_OUTPUTS = ("adapter", "merged", "encoder")
->>>>>>> defects
 STATE_FILE = "trainer_state.json"
 _PREFIX = "checkpoint-"
 
