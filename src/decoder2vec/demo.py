@@ -91,6 +91,9 @@ def run_demo(
         echo(
             f"\nConverting {model}: {mntp_steps} MNTP steps, then {simcse_steps} SimCSE steps on the offline Wikipedia corpus -> {out}"
         )
+        hint = busy_machine_hint()
+        if hint:
+            echo(hint)
         converted = convert_briefly(model, out, mntp_steps, simcse_steps, seed)
         label = f"{model}, this demo's conversion ({mntp_steps}+{simcse_steps} steps)"
         scores[label] = pair_score(Encoder.from_pretrained(converted), pairs)
@@ -119,6 +122,26 @@ def run_demo(
             " encoder, and the paper's recipe (--config llm2vec-llama) needs a GPU."
         )
     return scores
+
+
+def busy_machine_hint(load: float | None = None, threads: int | None = None) -> str | None:
+    """A hint when other work already fills the cores torch's threads will use: its intra-op threads then
+    wait on each other, and a training step slowed 3-4x on a busy 2-core machine (SimCSE 104-137 s/step with
+    2 threads against 35 s with 1, BENCHMARKS.md "The demo's conversion"). The threads are the user's
+    setting, so the demo only says so."""
+    import os
+
+    import torch
+
+    load = os.getloadavg()[0] if load is None and hasattr(os, "getloadavg") else load
+    threads = torch.get_num_threads() if threads is None else threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if load is None or threads < 2 or load < cores:
+        return None
+    return (
+        f"note: this machine is busy (load {load:.1f} on {cores} cores), so torch's {threads} threads will wait "
+        "on each other; `OMP_NUM_THREADS=1 decoder2vec demo` trains several times faster here"
+    )
 
 
 def verdict(

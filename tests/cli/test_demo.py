@@ -98,3 +98,11 @@ def test_the_demo_says_plainly_where_its_conversion_lands():
     below = verdict(33.5, 51.1)
     assert "17.6 points BELOW the causal model" in below and "please report it" in below
     assert "under" not in below  # no encoder to compare with
+
+
+def test_the_demo_hints_at_one_thread_only_on_a_busy_machine():
+    from decoder2vec.demo import busy_machine_hint
+
+    assert busy_machine_hint(load=0.3, threads=2) is None
+    assert busy_machine_hint(load=50.0, threads=1) is None  # one thread has no one to wait for
+    assert "OMP_NUM_THREADS=1" in busy_machine_hint(load=50.0, threads=2)
