@@ -1,0 +1,98 @@
+"""Low-precision CPU inference: which kernels this CPU has, the checks that refuse a slow or missing path,
+and the int8 weight quantization of an encoder's backbone.
+
+bf16 on a CPU without native bf16 instructions is emulated and slower than fp32, and int8 without VNNI
+loses most of its speed, so both are refused there instead of running a silent slow path.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from decoder2vec.errors import ConfigError
+
+QUANTIZATIONS = ("int8",)
+
+
+def cpu_kernels() -> dict[str, str | None]:
+    """The CPU's native low-precision matmul instructions, as ``{"bf16": ..., "int8": ...}`` (None: none).
+
+    Read from torch's own CPU feature probe (cpuinfo), the one its oneDNN / FBGEMM kernels dispatch on.
+    Tests monkeypatch this function to play an older CPU.
+    """
+    cpu = torch.cpu
+
+    def has(name: str) -> bool:
+        probe = getattr(cpu, name, None)
+        return bool(probe()) if callable(probe) else False
+
+    amx = has("_is_amx_tile_supported")
+    bf16 = "AMX-BF16" if amx and has("_is_avx512_bf16_supported") else None
+    bf16 = bf16 or ("AVX512-BF16" if has("_is_avx512_bf16_supported") else None)
+    int8 = "AMX-INT8" if amx else ("VNNI" if has("_is_vnni_supported") else None)
+    return {"bf16": bf16, "int8": int8}
+
+
+def describe_kernels(dtype: torch.dtype, quantization: str | None, device: torch.device) -> str:
+    """One line for ``decoder2vec info``: what the matmuls of this model run on."""
+    if device.type != "cpu":
+        return f"{str(dtype).removeprefix('torch.')} on {device}"
+    kernels = cpu_kernels()
+    if quantization == "int8":
+        return f"int8 weights, dynamic int8 activations (FBGEMM, {kernels['int8'] or 'no VNNI'})"
+    if dtype == torch.bfloat16:
+        return f"bfloat16 (oneDNN, {kernels['bf16'] or 'emulated'})"
+    return f"{str(dtype).removeprefix('torch.')} (CPU: {torch.backends.cpu.get_cpu_capability()})"
+
+
+def check_inference_precision(dtype: torch.dtype, quantization: str | None, device: torch.device) -> None:
+    """Refuse, before any weight loads, a dtype / quantization / device combination that cannot run or
+    would run on a slow emulated path."""
+    if quantization is not None and quantization not in QUANTIZATIONS:
+        raise ConfigError(f"quantization={quantization!r} is not supported; use None or 'int8'")
+    if quantization == "int8":
+        if device.type != "cpu":
+            raise ConfigError(
+                f"quantization='int8' runs on CPU only (device={device}); on a GPU use dtype=bfloat16"
+            )
+        if dtype != torch.float32:
+            raise ConfigError(
+                f"quantization='int8' keeps float32 for the layers it leaves unquantized; "
+                f"dtype={str(dtype).removeprefix('torch.')} cannot be combined with it"
+            )
+        if cpu_kernels()["int8"] is None:
+            raise ConfigError(
+                "quantization='int8' needs a CPU with VNNI (AVX512-VNNI, AVX-VNNI or AMX) for its int8 "
+                "matmuls; this CPU has none, so int8 would be no faster than float32"
+            )
+    if device.type == "cpu" and dtype == torch.bfloat16 and cpu_kernels()["bf16"] is None:
+        raise ConfigError(
+            "dtype=bfloat16 on this CPU would be emulated (no AVX512-BF16 or AMX), slower than float32; "
+            "use float32, or quantization='int8' on a CPU with VNNI"
+        )
+
+
+# Linear layers int8 leaves in float32, by name suffix: the MLP's down projection reads the SiLU-gated
+# activations, whose few outlier channels a per-tensor dynamic int8 scale crushes (BENCHMARKS.md,
+# "int8 on CPU": quantizing it costs most of the quality, keeping it costs little speed).
+KEEP_FLOAT = ("down_proj",)
+
+
+def quantize_int8(model: torch.nn.Module, keep_float: tuple[str, ...] = KEEP_FLOAT) -> torch.nn.Module:
+    """Replace the backbone's ``nn.Linear`` layers (all but ``keep_float``) by torch's dynamic int8 ones:
+    int8 weights with one scale per output channel, activations quantized per tensor at each call
+    (FBGEMM, VNNI / AMX kernels). Embeddings, norms and attention stay float32."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    names = {
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and not name.endswith(keep_float)
+    }
+    # torch.ao warns that it is deprecated in favour of torchao, which has no CPU dynamic int8 path for
+    # this torch; the FBGEMM kernels it calls are the ones torch itself keeps.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, dict.fromkeys(names, per_channel_dynamic_qconfig), dtype=torch.qint8)
