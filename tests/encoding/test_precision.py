@@ -89,3 +89,16 @@ def test_bf16_and_int8_stay_close_to_fp32_on_real_text():
     int8 = cosines(want, Encoder.from_pretrained("smollm2-135m-llm2vec", quantization="int8").encode(texts))
     assert bf16.mean() > 0.9995 and bf16.min() > 0.998, (bf16.mean(), bf16.min())
     assert int8.mean() > 0.985 and int8.min() > 0.97, (int8.mean(), int8.min())
+
+
+def test_bf16_encode_chunks_on_a_tiny_model(tiny_byte_llama, monkeypatch):
+    monkeypatch.setattr(precision, "cpu_kernels", lambda: {"bf16": "AVX512-BF16", "int8": "VNNI"})
+    document = "The cat sat on the mat. The dog ran far away. A bird sings in the green tree."
+    full = Encoder.from_pretrained(str(tiny_byte_llama)).encode_chunks(document, chunk_size=8)
+    half = Encoder.from_pretrained(str(tiny_byte_llama), dtype="bfloat16").encode_chunks(
+        document, chunk_size=8
+    )
+    assert [(c.start, c.end) for c in half] == [(c.start, c.end) for c in full]
+    got = np.stack([c.embedding for c in half])
+    assert got.dtype == np.float32  # outputs stay float32 whatever the compute dtype
+    assert cosines(np.stack([c.embedding for c in full]), got).min() > 0.99

@@ -129,12 +129,19 @@ def export_graph(backbone: torch.nn.Module, path: Path) -> None:
 
 def quantize_graph(source: Path, target: Path) -> None:
     """int8 weights per output channel, dynamic uint8 activations (ONNX Runtime's MatMulInteger, VNNI/AMX
-    kernels), leaving the MatMuls named in ``KEEP_FLOAT`` in float32."""
+    kernels) for the linear layers, leaving those named in ``KEEP_FLOAT`` in float32."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     graph = onnx.load(str(source), load_external_data=False).graph
-    keep = [n.name for n in graph.node if n.op_type == "MatMul" and any(k in n.name for k in KEEP_FLOAT)]
+    weights = {init.name for init in graph.initializer}
+    # only the linear layers (a MatMul by a stored weight), as in the torch path: attention's QK^T and AV
+    # multiply two activations, and stay float
+    keep = [
+        n.name
+        for n in graph.node
+        if n.op_type == "MatMul" and (any(k in n.name for k in KEEP_FLOAT) or not weights & set(n.input))
+    ]
     quantize_dynamic(
         str(source),
         str(target),
