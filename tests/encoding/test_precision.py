@@ -65,7 +65,7 @@ def test_int8_on_a_tiny_model_is_close_and_not_saved(tiny_byte_llama, tmp_path):
     small = Encoder.from_pretrained(str(tiny_byte_llama), quantization="int8")
     assert small.quantization == "int8" and "int8" in small.kernels
     # the quantized modules are really there (and down_proj, kept float, is not one of them)
-    assert type(small.model.layers[0].self_attn.q_proj).__module__.startswith("torch.ao.nn.quantized")
+    assert isinstance(small.model.layers[0].self_attn.q_proj, precision.Int8Linear)
     assert type(small.model.layers[0].mlp.down_proj) is torch.nn.Linear
     assert cosines(full.encode(SENTENCES), small.encode(SENTENCES)).min() > 0.99
     with pytest.raises(ConfigError, match="not saved"):
@@ -76,8 +76,9 @@ def test_int8_on_a_tiny_model_is_close_and_not_saved(tiny_byte_llama, tmp_path):
 @pytest.mark.real_model
 @pytest.mark.slow
 def test_bf16_and_int8_stay_close_to_fp32_on_real_text():
-    """The shipped encoder on 64 held-out sentences. Bounds from the measurement (BENCHMARKS.md, 200 STS-B
-    sentences: bf16 mean 0.9999 / min 0.9995; int8 mean 0.990 / min 0.98), with a margin for other texts."""
+    """The shipped encoder on 64 held-out sentences. Bounds from the measurements (BENCHMARKS.md: bf16 mean
+    0.9999 / min 0.9995 on 200 STS-B sentences; int8 0.9972 / 0.9950 on 100 held-out ones, where torch's
+    7-bit quantize_dynamic gave 0.9900 / 0.9810 and would fail), with a margin for other texts."""
     if precision.cpu_kernels()["bf16"] is None or precision.cpu_kernels()["int8"] is None:
         pytest.skip("this CPU has no native bf16 / VNNI (the refusal is tested above)")
     from decoder2vec.demo import heldout_pairs
@@ -88,7 +89,7 @@ def test_bf16_and_int8_stay_close_to_fp32_on_real_text():
     bf16 = cosines(want, Encoder.from_pretrained("smollm2-135m-llm2vec", dtype="bfloat16").encode(texts))
     int8 = cosines(want, Encoder.from_pretrained("smollm2-135m-llm2vec", quantization="int8").encode(texts))
     assert bf16.mean() > 0.9995 and bf16.min() > 0.998, (bf16.mean(), bf16.min())
-    assert int8.mean() > 0.985 and int8.min() > 0.97, (int8.mean(), int8.min())
+    assert int8.mean() > 0.995 and int8.min() > 0.99, (int8.mean(), int8.min())
 
 
 def test_bf16_encode_chunks_on_a_tiny_model(tiny_byte_llama, monkeypatch):
