@@ -39,9 +39,9 @@ def describe_kernels(dtype: torch.dtype, quantization: str | None, device: torch
         return f"{str(dtype).removeprefix('torch.')} on {device}"
     kernels = cpu_kernels()
     if quantization == "int8":
-        return f"int8 weights, dynamic int8 activations (FBGEMM, {kernels['int8'] or 'no VNNI'})"
+        return f"int8 weights, dynamic 8-bit activations (FBGEMM; int8 instructions: {kernels['int8']})"
     if dtype == torch.bfloat16:
-        return f"bfloat16 (oneDNN, {kernels['bf16'] or 'emulated'})"
+        return f"bfloat16 (oneDNN; bf16 instructions: {kernels['bf16'] or 'none, emulated'})"
     return f"{str(dtype).removeprefix('torch.')} (CPU: {torch.backends.cpu.get_cpu_capability()})"
 
 

@@ -223,7 +223,12 @@ def info(
     check_precision_options(dtype, quantization)
     encoder = load_encoder(model, causal=causal, dtype=dtype, quantization=quantization)
     config = encoder.model.config
-    n_params = sum(p.numel() for p in encoder.model.parameters())
+    from decoder2vec.backbone.precision import Int8Linear
+
+    # int8 layers hold their weights packed, outside parameters()
+    n_params = sum(p.numel() for p in encoder.model.parameters()) + sum(
+        m.in_features * m.out_features for m in encoder.model.modules() if isinstance(m, Int8Linear)
+    )
     check = check_attention(encoder.model, encoder.tokenizer)
     rows = {
         "model": str(model),
