@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# ../shared/data beside the checkout; BENCH_DATA names it elsewhere (e.g. from a git worktree)
+SHARED = Path(os.environ.get("BENCH_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -1,6 +1,7 @@
 """Encoding throughput of decoder2vec vs sentence-transformers vs a naive loop, side by side.
 
     python bench/encode.py [--sentences 1000] [--documents 96] [--batch-size 32]
+    python bench/encode.py --paths ...   the CPU inference paths (fp32, int8, bf16, ONNX): bench/cpu_paths.py
 
 All three run the same bidirectional SmolLM2-135M folder, fp32, in this one process, so their
 ratios are comparable even on a noisy shared machine. Also reports the fraction of this CPU's
@@ -39,6 +40,10 @@ def naive_encode(model, tokenizer, texts: list[str], batch_size: int, max_length
 
 
 def main() -> None:
+    if "--paths" in sys.argv:
+        from cpu_paths import cli
+
+        return cli(sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sentences", type=int, default=1000)
     parser.add_argument("--documents", type=int, default=96)

@@ -66,19 +66,34 @@ def _probe_ids(config, length: int, special_ids: set[int]) -> list[int]:
     return ids
 
 
+def probe_inputs(config, special_ids: set[int] = frozenset()) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two probe sequences that differ only in their last token, padded by one column: ``(ids, mask)``,
+    each (2, length + 1). The unpadded probe is ``ids[:, :-1]``; padding is a copy of token 0, masked."""
+    window = getattr(config, "sliding_window", None) or PROBE_LENGTH
+    length = max(3, min(PROBE_LENGTH, int(window)))
+    ids = _probe_ids(config, length + 1, set(special_ids))
+    probe = torch.tensor([ids[:length], ids[: length - 1] + [ids[length]]])
+    pad = torch.full((2, 1), ids[0], dtype=probe.dtype)
+    mask = torch.cat([torch.ones_like(probe), torch.zeros_like(pad)], dim=1)
+    return torch.cat([probe, pad], dim=1), mask
+
+
+def first_token_shift(hidden) -> float:
+    """Relative change of token 0's state between the two probe rows of ``hidden`` (2, L, D)."""
+    h = torch.as_tensor(hidden).float()
+    return float((h[0, 0] - h[1, 0]).norm() / h[0, 0].norm().clamp_min(1e-12))
+
+
 @torch.no_grad()
 def measure_first_token_shift(
     model: torch.nn.Module, special_ids: set[int] = frozenset()
 ) -> tuple[float, float]:
     """Change only the last probe token and return token 0's relative shift (unpadded, padded)."""
     backbone = backbone_of(model)
-    config = backbone.config
-    window = getattr(config, "sliding_window", None) or PROBE_LENGTH
-    length = max(3, min(PROBE_LENGTH, int(window)))
-    ids = _probe_ids(config, length + 1, set(special_ids))
-    probe = torch.tensor([ids[:length], ids[: length - 1] + [ids[length]]])
     device = next(backbone.parameters()).device
-    probe = probe.to(device)
+    padded, mask = (t.to(device) for t in probe_inputs(backbone.config, special_ids))
+    probe = padded[:, :-1]
+    length = probe.shape[1]
     positions = torch.arange(length, device=device).expand(2, -1)
 
     was_training = backbone.training
@@ -87,21 +102,13 @@ def measure_first_token_shift(
         # Path 1: no padding, so transformers may skip the mask and rely on the kernel's is_causal.
         hidden = backbone(input_ids=probe, position_ids=positions, use_cache=False).last_hidden_state
         # Path 2: one padding column forces an explicit mask tensor.
-        pad = torch.zeros(2, 1, dtype=probe.dtype, device=device)
-        padded = torch.cat([probe, pad + ids[0]], dim=1)
-        mask = torch.cat([torch.ones_like(probe), pad], dim=1)
         padded_positions = torch.arange(length + 1, device=device).expand(2, -1)
         hidden_padded = backbone(
             input_ids=padded, attention_mask=mask, position_ids=padded_positions, use_cache=False
         ).last_hidden_state
     finally:
         backbone.train(was_training)
-
-    def shift(h: torch.Tensor) -> float:
-        h = h.float()
-        return float((h[0, 0] - h[1, 0]).norm() / h[0, 0].norm().clamp_min(1e-12))
-
-    return shift(hidden), shift(hidden_padded)
+    return first_token_shift(hidden), first_token_shift(hidden_padded)
 
 
 # A causal model's token 0 cannot see the last token at all, so its shift is ~0 (rounding only);

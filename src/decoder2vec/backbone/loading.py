@@ -101,7 +101,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-def _as_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    """The torch dtype for ``dtype`` (a dtype, its name, or None: :func:`default_dtype`)."""
     if dtype is None:
         return default_dtype(device)
     if isinstance(dtype, str):
@@ -166,7 +167,7 @@ def load_backbone(
     config.use_cache = False  # encoders and training never reuse a KV cache
 
     torch_device = resolve_device(device)
-    kwargs = {"config": config, "dtype": _as_dtype(dtype, torch_device)}
+    kwargs = {"config": config, "dtype": resolve_dtype(dtype, torch_device)}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
     model_class = AutoModelForCausalLM if with_lm_head else AutoModel

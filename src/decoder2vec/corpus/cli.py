@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from decoder2vec.backbone.default_model import DEFAULT_ENCODER
-from decoder2vec.cli_common import ModelOption, reports_errors
+from decoder2vec.cli_common import DtypeOption, ModelOption, QuantizationOption, reports_errors
 
 
 @reports_errors
@@ -71,6 +71,8 @@ def embed_corpus(
     chunk_overlap: Annotated[
         int | None, typer.Option(help="With --chunking: tokens shared by consecutive chunks (default 0).")
     ] = None,
+    dtype: DtypeOption = None,
+    quantization: QuantizationOption = None,
 ) -> None:
     """Embed a corpus into Parquet shards; re-running the same command resumes after a crash."""
     from decoder2vec.corpus.pipeline import embed_corpus_files
@@ -101,6 +103,8 @@ def embed_corpus(
         chunk_by=chunk_by,
         chunk_size=chunk_size,
         chunk_overlap=chunk_overlap,
+        dtype=dtype,
+        quantization=quantization,
     )
     skipped = f" ({result.skipped_shards} already done)" if result.skipped_shards else ""
     stored = ""

@@ -32,6 +32,8 @@ INPUT_SETTINGS = (
     "field",
     "id_field",
     "shard_size",
+    "dtype",
+    "quantization",
     *CHUNK_SETTINGS,
 )
 # ... and those the model's files decide (read without loading weights).
@@ -39,7 +41,13 @@ MODEL_SETTINGS = ("pooling", "dimension", "max_length", "model_fingerprint")
 # Recorded since a later version: a folder written before then is not refused for lacking them ...
 ADDED_SETTINGS = ("model_fingerprint",)
 # ... or, for these, is compared as if it had recorded the value every run before then used.
-ADDED_DEFAULTS = {"dimensions": None, "precision": "float32", **dict.fromkeys(CHUNK_SETTINGS)}
+ADDED_DEFAULTS = {
+    "dimensions": None,
+    "precision": "float32",
+    "dtype": None,
+    "quantization": None,
+    **dict.fromkeys(CHUNK_SETTINGS),
+}
 
 
 def new_manifest(corpus: Corpus, shard_count: int, settings: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from decoder2vec.backbone.default_model import DEFAULT_ENCODER
+from decoder2vec.backbone.loading import resolve_device, resolve_dtype
+from decoder2vec.backbone.precision import check_inference_precision
 from decoder2vec.corpus.chunks import check_chunked_corpus, chunk_options, chunk_settings
 from decoder2vec.corpus.compact import (
     CALIBRATED,
@@ -98,12 +100,17 @@ def embed_corpus_files(
     chunk_by: str | None = None,
     chunk_size: int | None = None,
     chunk_overlap: int | None = None,
+    dtype: str | None = None,
+    quantization: str | None = None,
 ) -> CorpusResult:
     """Embed every record of ``inputs`` into Parquet shards under ``out``, resuming a previous run.
 
     With ``chunking`` (``"late"`` or ``"naive"``), each document is split (``chunk_by`` ``"sentences"`` or
     ``"tokens"``, ``chunk_size`` tokens, ``chunk_overlap``) and every chunk gets a row (see chunks.py)."""
     _check_options(batch_size, shard_size, engine, num_workers, gpus_per_worker, threads_per_worker)
+    # where the model will run: a Ray actor on its GPU or CPUs, the local engine where load_backbone puts it
+    device = resolve_device(("cuda" if gpus_per_worker else "cpu") if engine == "ray" else None)
+    check_inference_precision(resolve_dtype(dtype, device), quantization, device)
     precision = check_precision_option(precision, dimensions)
     chunk = chunk_settings(chunking, chunk_by, chunk_size, chunk_overlap, engine)
     if engine == "ray":
@@ -123,6 +130,9 @@ def embed_corpus_files(
         "field": field,
         "id_field": id_field,
         "shard_size": shard_size,
+        # recorded only when set, like the chunk settings: a resumed run must embed with the same kernels
+        **({"dtype": dtype} if dtype else {}),
+        **({"quantization": quantization} if quantization else {}),
         **chunk,  # recorded only for a chunked run
     }
     manifest = new_manifest(corpus, len(plan), settings)
@@ -225,7 +235,12 @@ def _run_engine(
     calibration: Calibration | None = None,
 ) -> None:
     # Load exactly as the manifest says; check_encoder catches any drift from describe_model.
-    encoder_kwargs = {"pooling": settings["pooling"], "max_length": settings["max_length"]}
+    encoder_kwargs = {
+        "pooling": settings["pooling"],
+        "max_length": settings["max_length"],
+        "dtype": settings.get("dtype"),
+        "quantization": settings.get("quantization"),
+    }
     expected = {key: settings[key] for key in MODEL_SETTINGS}
     common = {
         "instruction": settings["instruction"],

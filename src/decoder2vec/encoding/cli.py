@@ -10,7 +10,14 @@ from typing import Annotated
 import typer
 
 from decoder2vec.backbone.default_model import DEFAULT_ENCODER, DEFAULT_MODEL
-from decoder2vec.cli_common import ModelOption, load_encoder, reports_errors
+from decoder2vec.cli_common import (
+    DtypeOption,
+    ModelOption,
+    QuantizationOption,
+    check_precision_options,
+    load_encoder,
+    reports_errors,
+)
 from decoder2vec.errors import ConfigError
 
 TEXT_FORMATS = ("auto", "text", "jsonl")
@@ -160,13 +167,16 @@ def encode(
             "--format", help="Input format: text (one per line), jsonl, or auto (.jsonl files are JSONL)."
         ),
     ] = "auto",
+    dtype: DtypeOption = None,
+    quantization: QuantizationOption = None,
 ) -> None:
     """Embed texts from a file or stdin and write them as .npy or .jsonl."""
     check_output(out, overwrite=overwrite, source=source)
+    check_precision_options(dtype, quantization)
     check_encode_options(pooling, batch_size, max_length)
     check_output_options(dimensions, precision)
     texts = read_texts(source, field, fmt)
-    encoder = load_encoder(model, pooling, causal, max_length)
+    encoder = load_encoder(model, pooling, causal, max_length, dtype, quantization)
     try:
         output = encoder.output_spec(dimensions=dimensions, normalize=normalize, precision=precision)
     except (TypeError, ValueError) as exc:  # wider than the model, or int8 without calibration
@@ -202,14 +212,23 @@ def similarity(
 
 @reports_errors
 def info(
-    model: ModelOption = DEFAULT_MODEL, causal: Annotated[bool, typer.Option("--causal")] = False
+    model: ModelOption = DEFAULT_MODEL,
+    causal: Annotated[bool, typer.Option("--causal")] = False,
+    dtype: DtypeOption = None,
+    quantization: QuantizationOption = None,
 ) -> None:
-    """Describe a model: architecture, size, pooling, and the attention self-check result."""
+    """Describe a model: architecture, size, pooling, the attention self-check result and the kernels."""
     from decoder2vec.backbone.loading import check_attention
 
-    encoder = load_encoder(model, causal=causal)
+    check_precision_options(dtype, quantization)
+    encoder = load_encoder(model, causal=causal, dtype=dtype, quantization=quantization)
     config = encoder.model.config
-    n_params = sum(p.numel() for p in encoder.model.parameters())
+    from decoder2vec.backbone.precision import Int8Linear
+
+    # int8 layers hold their weights packed, outside parameters()
+    n_params = sum(p.numel() for p in encoder.model.parameters()) + sum(
+        m.in_features * m.out_features for m in encoder.model.modules() if isinstance(m, Int8Linear)
+    )
     check = check_attention(encoder.model, encoder.tokenizer)
     rows = {
         "model": str(model),
@@ -227,7 +246,8 @@ def info(
         if encoder.calibration is not None
         else "none",
         "max_length": str(encoder.max_length),
-        "dtype / device": f"{next(encoder.model.parameters()).dtype} / {encoder.device}",
+        "dtype / device": f"{encoder.dtype} / {encoder.device}",
+        "kernels": encoder.kernels,
     }
     width = max(map(len, rows))
     for key, value in rows.items():

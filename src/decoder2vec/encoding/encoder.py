@@ -12,7 +12,14 @@ import torch
 from tqdm.auto import tqdm
 
 from decoder2vec.backbone.bidirectional import backbone_of, is_bidirectional
-from decoder2vec.backbone.loading import load_backbone, resolve_model_path, save_backbone
+from decoder2vec.backbone.loading import (
+    load_backbone,
+    resolve_device,
+    resolve_dtype,
+    resolve_model_path,
+    save_backbone,
+)
+from decoder2vec.backbone.precision import check_inference_precision, describe_kernels, quantize_int8
 from decoder2vec.encoder_config import (
     ENCODER_CONFIG,
     check_dimensions,
@@ -31,7 +38,7 @@ from decoder2vec.encoder_config import (
 from decoder2vec.encoding.compact import INT8_PRECISIONS, OutputSpec, calibration_ranges, finish
 from decoder2vec.encoding.model import PooledModel, embed
 from decoder2vec.encoding.tokenization import Sequence, SequenceBuilder, TokenizedBatch, expand_instruction
-from decoder2vec.errors import OutputExistsError
+from decoder2vec.errors import ConfigError, OutputExistsError
 from decoder2vec.io import check_unicode, replace_entries
 
 __all__ = [
@@ -259,12 +266,19 @@ class Encoder:
         device: str | torch.device | None = None,
         attn_implementation: str | None = None,
         append_eos: bool | None = None,
+        quantization: str | None = None,
     ) -> Encoder:
         """Load from a folder, GGUF file, hub id or the alias ``smollm2-135m``.
 
         Settings left as ``None`` come from the folder's ``decoder2vec_config.json`` when it has one
         (so a saved encoder round-trips), else the defaults: mean pooling, bidirectional, 512 tokens.
+        ``dtype=torch.bfloat16`` on a CPU needs native bf16 (AVX512-BF16 or AMX); ``quantization="int8"``
+        (CPU only, float32) quantizes the backbone's linear layers after loading (see
+        :mod:`decoder2vec.backbone.precision`). Both are refused, before loading, where they cannot run fast.
         """
+        torch_device = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, torch_device)
+        check_inference_precision(torch_dtype, quantization, torch_device)
         path = resolve_model_path(name_or_path)
         saved = read_encoder_config(path)
         settings = resolve_settings(
@@ -281,11 +295,13 @@ class Encoder:
             path,
             bidirectional=settings["bidirectional"],
             adapters=adapters,
-            dtype=dtype,
-            device=device,
+            dtype=torch_dtype,
+            device=torch_device,
             attn_implementation=attn_implementation,
         )
-        return cls(
+        if quantization == "int8":
+            model = quantize_int8(model)
+        encoder = cls(
             model,
             tokenizer,
             pooling=settings["pooling"],
@@ -295,8 +311,22 @@ class Encoder:
             calibration=calibration,
             projection=projection,
         )
+        encoder.quantization = quantization
+        return encoder
 
     # ---------------------------------------------------------------- properties
+    quantization: str | None = None  # "int8" when from_pretrained quantized the backbone
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the backbone's float weights (int8-quantized layers keep float32 around them)."""
+        return self.model.get_input_embeddings().weight.dtype
+
+    @property
+    def kernels(self) -> str:
+        """What the matmuls run on: dtype or int8, and the CPU instructions (``decoder2vec info`` shows it)."""
+        return describe_kernels(self.dtype, self.quantization, self.device)
+
     @property
     def bidirectional(self) -> bool:
         return is_bidirectional(self.model)
@@ -525,6 +555,7 @@ class Encoder:
         (a README or reports/ folder the user added stays).
         """
         target = Path(path).expanduser()
+        self._check_savable()
         if target.exists() and not target.is_dir():
             raise OutputExistsError(f"{target} exists and is not a folder")
         if target.is_dir() and any(target.iterdir()):
@@ -538,9 +569,17 @@ class Encoder:
                 )
         return replace_entries(target, self.write_files, owned=is_encoder_file)
 
+    def _check_savable(self) -> None:
+        if self.quantization is not None:
+            raise ConfigError(
+                f"this encoder was loaded with quantization={self.quantization!r}, which is applied at load "
+                "time and not saved; save the float encoder and load it with quantization= instead"
+            )
+
     def write_files(self, folder: Path) -> None:
         """Write the encoder's files into ``folder`` as they are (no checks, not atomic): what ``save`` runs in
         its temporary folder, and what callers that publish a folder of their own (``convert``) use."""
+        self._check_savable()
         save_backbone(self.model, self.tokenizer, folder)
         settings = {
             "pooling": self.pooling,

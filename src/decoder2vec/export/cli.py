@@ -11,7 +11,7 @@ from decoder2vec.backbone.default_model import DEFAULT_ENCODER
 from decoder2vec.cli_common import ModelOption, quiet_transformers, reports_errors
 
 app = typer.Typer(
-    help="Write encoders in formats other tools run (GGUF for llama.cpp).", no_args_is_help=True
+    help="Write encoders in formats other tools run (GGUF for llama.cpp, ONNX).", no_args_is_help=True
 )
 
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output file, ending in .gguf.")]
@@ -75,4 +75,32 @@ def gguf_command(
     typer.echo(
         f"wrote {result.path} ({result.arch}, {result.outtype}, {mode}, pooling {result.pooling}, "
         f"{result.n_tensors} tensors, {size_mb:.1f} MiB)"
+    )
+
+
+@app.command("onnx")
+@reports_errors
+def onnx_command(
+    encoder: Annotated[str, typer.Argument(help="Saved encoder folder or alias (smollm2-135m-llm2vec).")],
+    out: Annotated[Path, typer.Argument(help="New folder to write (the encoder plus onnx/).")],
+    quantize: Annotated[
+        bool,
+        typer.Option(
+            "--quantize", help="Also write onnx/model_qint8_avx512_vnni.onnx (int8 weights per channel)."
+        ),
+    ] = False,
+) -> None:
+    """Export an encoder for sentence-transformers' ONNX backend (and TEI / Transformers.js): the saved
+    encoder plus onnx/model.onnx, proven bidirectional and equal to PyTorch before it is published."""
+    from decoder2vec import Encoder
+    from decoder2vec.export.onnx import check_export, export_onnx
+
+    out = out.expanduser()
+    check_export(encoder, out)  # OUT, the folder, its pooling and projection: before any weight loads
+    quiet_transformers()
+    loaded = Encoder.from_pretrained(encoder, dtype="float32", device="cpu")
+    result = export_onnx(loaded, out, quantize=quantize)
+    typer.echo(
+        f"wrote {result.path} ({', '.join(result.files)}; {result.attention.describe()}; "
+        f"min cosine to PyTorch {result.min_cosine:.6f})"
     )

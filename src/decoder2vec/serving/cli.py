@@ -6,7 +6,13 @@ from typing import Annotated
 import typer
 
 from decoder2vec.backbone.default_model import DEFAULT_ENCODER
-from decoder2vec.cli_common import ModelOption, quiet_transformers, reports_errors
+from decoder2vec.cli_common import (
+    DtypeOption,
+    ModelOption,
+    QuantizationOption,
+    quiet_transformers,
+    reports_errors,
+)
 from decoder2vec.errors import Decoder2VecError, ModelLoadError
 from decoder2vec.serving.settings import (
     DEFAULT_BODY_TIMEOUT,
@@ -61,6 +67,8 @@ def serve(
         ),
     ] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    dtype: DtypeOption = None,
+    quantization: QuantizationOption = None,
 ) -> None:
     """Serve embeddings over an OpenAI-compatible HTTP API (POST /v1/embeddings)."""
     try:
@@ -86,6 +94,8 @@ def serve(
         body_timeout=body_timeout,
         served_model_name=served_model_name,
         model_process=model_process,
+        dtype=dtype,
+        quantization=quantization,
     )
     warning = exposure_warning(host, api_key)
     if warning is not None:

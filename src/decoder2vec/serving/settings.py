@@ -40,8 +40,13 @@ class ServeSettings:
     served_model_name: str | None = None
     # Run the model in a child process (its own GIL) instead of a thread of the server.
     model_process: bool = False
+    dtype: str | None = None
+    quantization: str | None = None
 
     def __post_init__(self) -> None:
+        from decoder2vec.cli_common import check_precision_options
+
+        check_precision_options(self.dtype, self.quantization)
         for name in ("max_client_batch_size", "max_queue", "max_payload_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")

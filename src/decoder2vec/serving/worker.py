@@ -60,7 +60,12 @@ def load_checked_encoder(settings: ServeSettings) -> Encoder:
     from decoder2vec.backbone.loading import check_attention
     from decoder2vec.cli_common import load_encoder
 
-    encoder = load_encoder(settings.model, max_length=settings.max_length)
+    encoder = load_encoder(
+        settings.model,
+        max_length=settings.max_length,
+        dtype=settings.dtype,
+        quantization=settings.quantization,
+    )
     check_attention(encoder.model, encoder.tokenizer)  # raises BidirectionalityError on a mismatch
     return encoder
 
