@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 # The optional extras the tests exercise: the server, Ray Data, faiss, and llama.cpp's Python bindings, which
 # build from source (several minutes on 2 cores) for the GGUF parity tests.
 $(TEST_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e ".[dev,mteb,plots,serve,scale,search]"
+	$(PY) -m pip install -q -e ".[dev,mteb,plots,serve,scale,search,static]"
 	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -q -e ".[llamacpp]"
 	touch $(TEST_STAMP)
 

@@ -11,7 +11,8 @@ from decoder2vec.backbone.default_model import DEFAULT_ENCODER
 from decoder2vec.cli_common import ModelOption, quiet_transformers, reports_errors
 
 app = typer.Typer(
-    help="Write encoders in formats other tools run (GGUF for llama.cpp).", no_args_is_help=True
+    help="Write encoders in formats other tools run (GGUF for llama.cpp, static embeddings for model2vec).",
+    no_args_is_help=True,
 )
 
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output file, ending in .gguf.")]
@@ -76,3 +77,63 @@ def gguf_command(
         f"wrote {result.path} ({result.arch}, {result.outtype}, {mode}, pooling {result.pooling}, "
         f"{result.n_tensors} tensors, {size_mb:.1f} MiB)"
     )
+
+
+@app.command("static")
+@reports_errors
+def static_command(
+    encoder_name: Annotated[
+        str, typer.Argument(metavar="ENCODER", help="Encoder folder, .gguf file or alias.")
+    ],
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="New folder for the static model.")],
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="distill: the encoder's vector of every token, PCA + SIF (model2vec); tokenlearn: then train "
+            "the table on the encoder's embeddings of a Wikipedia corpus.",
+        ),
+    ] = "tokenlearn",
+    dims: Annotated[int, typer.Option("--dims", help="Width of the static vectors (PCA).")] = 256,
+    sif: Annotated[
+        float, typer.Option("--sif", help="SIF coefficient of the Zipf token weights (0: no weighting).")
+    ] = 1e-4,
+    instruction: Annotated[
+        str | None,
+        typer.Option("--instruction", help="Bake this instruction in (the static model follows no other)."),
+    ] = None,
+    corpus_texts: Annotated[
+        int, typer.Option("--corpus-texts", help="tokenlearn: Wikipedia leads and sentences to embed.")
+    ] = 20000,
+    epochs: Annotated[int, typer.Option("--epochs", help="tokenlearn: passes over the corpus.")] = 3,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Distil ENCODER into a static token-embedding model at OUT (model2vec's format: model2vec's StaticModel,
+    sentence-transformers' StaticEmbedding and decoder2vec's Encoder load it). Each token is embedded through
+    the encoder's own instruction, attention and pooling; an interrupted run resumes where it stopped."""
+    from decoder2vec import Encoder
+    from decoder2vec.encoding.static import is_static_folder
+    from decoder2vec.errors import ModelLoadError
+    from decoder2vec.export.static import (
+        StaticSettings,
+        check_static_out,
+        check_static_settings,
+        export_static,
+    )
+
+    settings = StaticSettings(
+        dims=dims,
+        method=method,
+        sif=sif or None,
+        instruction=instruction,
+        corpus_texts=corpus_texts,
+        epochs=epochs,
+    )
+    check_static_settings(settings)  # bad flags and an OUT we may not write fail before the model loads
+    check_static_out(out, overwrite=overwrite, model=encoder_name)
+    if Path(encoder_name).expanduser().is_dir() and is_static_folder(Path(encoder_name).expanduser()):
+        raise ModelLoadError(f"ENCODER {encoder_name} is already a static model; pass a transformer encoder")
+    quiet_transformers()
+    encoder = Encoder.from_pretrained(encoder_name, dtype="float32", device="cpu")
+    path = export_static(encoder, out, settings, model_name=encoder_name, overwrite=overwrite)
+    typer.echo(f"wrote {path} ({method}, {dims} dimensions)")
