@@ -233,3 +233,57 @@ def test_command_writes_a_loadable_model_and_overwrites_only_its_own(teacher_fol
     result = runner.invoke(app, [*args, "--dims", "4", "--overwrite"])
     assert result.exit_code == 0, result.output
     assert Encoder.from_pretrained(str(out)).encode("hi").shape == (4,)
+
+
+# ------------------------------------------------------------------ served and embedded like any encoder
+def test_the_server_serves_a_static_model_as_encode_does(static_folder):
+    import httpx
+
+    from decoder2vec.serving import ServeSettings, create_app
+    from decoder2vec.serving.worker import load_checked_encoder
+    from tests.serving.conftest import running_server, wait_ready
+
+    encoder = Encoder.from_pretrained(str(static_folder))
+    texts = TEXTS[:4]
+    app_ = create_app(ServeSettings(model=str(static_folder)), loader=load_checked_encoder)
+    with running_server(app_) as url, httpx.Client(base_url=url, timeout=30) as client:
+        wait_ready(client)
+        body = client.post("/v1/embeddings", json={"input": texts}).json()
+        served = np.array([row["embedding"] for row in body["data"]])
+        np.testing.assert_allclose(served, encoder.encode(texts), rtol=1e-5, atol=1e-6)
+        ids = encoder.token_ids(texts[:1])
+        body = client.post("/v1/embeddings", json={"input": ids}).json()
+        np.testing.assert_allclose(
+            body["data"][0]["embedding"], encoder.encode(texts[0]), rtol=1e-5, atol=1e-6
+        )
+        refused = client.post("/v1/embeddings", json={"input": texts, "instruction": "Retrieve: "})
+        assert refused.status_code in (400, 422)
+        assert "distilled without an instruction" in refused.text and "instruction" in refused.text
+
+
+def test_embed_corpus_writes_a_static_models_encode(static_folder, tmp_path):
+    from decoder2vec.corpus import read_shards
+
+    texts = [f"{t} ({i})" for i, t in enumerate(TEXTS * 5)]
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"id": str(i), "text": t}) + "\n" for i, t in enumerate(texts)))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["embed-corpus", str(corpus), "-o", str(out), "-m", str(static_folder)])
+    assert result.exit_code == 0, result.output
+    ids, rows = read_shards(out)
+    assert ids == [str(i) for i in range(len(texts))]
+    np.testing.assert_allclose(rows, Encoder.from_pretrained(str(static_folder)).encode(texts), atol=1e-6)
+    refused = runner.invoke(
+        app,
+        [
+            "embed-corpus",
+            str(corpus),
+            "-o",
+            str(tmp_path / "o2"),
+            "-m",
+            str(static_folder),
+            "--pooling",
+            "bos",
+        ],
+    )
+    assert refused.exit_code == 1 and "does not apply" in refused.output

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from decoder2vec.encoder_config import check_dimensions, check_precision, read_calibration
 from decoder2vec.encoding.compact import INT8_PRECISIONS, OutputSpec, calibration_ranges, finish
+from decoder2vec.encoding.tokenization import Sequence, SequenceBuilder
 from decoder2vec.errors import InputError, ModelLoadError
 
 CONFIG = "config.json"
@@ -32,6 +33,9 @@ MODEL_TYPE = "model2vec"
 WEIGHTS = "model.safetensors"
 TOKENIZER = "tokenizer.json"
 STATIC_META = "decoder2vec_static.json"  # how `export static` made it: teacher, method, instruction
+# No truncation in practice (model2vec's ``seq_length``): a static model's cost is linear in the tokens and
+# it has no context window; model2vec (max_length null) and StaticEmbedding do not truncate either.
+STATIC_MAX_LENGTH = 1_000_000
 # Texts per numpy gather: enough to amortise Python overhead, small enough that the (tokens, width) gather
 # stays a few MB.
 CHUNK_TEXTS = 1024
@@ -112,6 +116,9 @@ class StaticEncoder:
     append_eos = False
     matryoshka_dimensions = None
     device = torch.device("cpu")
+    # Tokens per server batch: a "forward" is a gather and a mean, so batches can be large (16k x 256 floats
+    # = 16 MB), and the batcher's per-forward overhead is amortised over many requests.
+    max_batch_tokens = 16384
 
     def __init__(
         self,
@@ -119,7 +126,7 @@ class StaticEncoder:
         tokenizer,
         *,
         instruction: str | None = None,
-        max_length: int | None = None,
+        max_length: int = STATIC_MAX_LENGTH,
         calibration: np.ndarray | None = None,
         name: str = "",
     ) -> None:
@@ -132,7 +139,7 @@ class StaticEncoder:
         self.calibration = calibration
         self.name = name
         unk = getattr(self.tokenizer.model, "unk_token", None)
-        # model2vec drops the unknown token (word-level vocabularies map every unseen word to it)
+        self._builder = None
         self._unk_id = self.tokenizer.token_to_id(unk) if unk else None
 
     @classmethod
@@ -153,7 +160,11 @@ class StaticEncoder:
         from tokenizers import Tokenizer
 
         path = Path(path)
-        given = {"adapters": adapters, "pooling": pooling, "append_eos": append_eos}
+        given = {
+            "adapters": adapters,
+            "pooling": None if pooling == cls.pooling else pooling,
+            "append_eos": append_eos,
+        }
         wrong = [f"{k}={v!r}" for k, v in given.items() if v]
         if bidirectional:
             wrong.append("bidirectional=True")
@@ -189,7 +200,7 @@ class StaticEncoder:
             embeddings,
             tokenizer,
             instruction=meta.get("instruction"),
-            max_length=max_length,
+            max_length=max_length or STATIC_MAX_LENGTH,
             calibration=read_calibration(path),
             name=str(path),
         )
@@ -207,12 +218,16 @@ class StaticEncoder:
         """Token ids as model2vec and StaticEmbedding take them: no special tokens, the unknown token dropped,
         at most ``max_length`` tokens."""
         encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
-        ids = [e.ids for e in encodings]
-        if self._unk_id is not None:
-            ids = [[t for t in row if t != self._unk_id] for row in ids]
-        if self.max_length is not None:
-            ids = [row[: self.max_length] for row in ids]
-        return ids
+        return self._truncate(self.known([e.ids for e in encodings]))
+
+    def known(self, ids: list[list[int]]) -> list[list[int]]:
+        """model2vec drops the unknown token (word-level vocabularies map every unseen word to it)."""
+        if self._unk_id is None:
+            return [list(row) for row in ids]
+        return [[t for t in row if t != self._unk_id] for row in ids]
+
+    def _truncate(self, ids: list[list[int]]) -> list[list[int]]:
+        return [row[: self.max_length] for row in ids]
 
     def mean_rows(self, ids: list[list[int]]) -> np.ndarray:
         """(n, width) float32: the mean of each id list's rows (zeros for an empty list)."""
@@ -225,6 +240,27 @@ class StaticEncoder:
             sums = np.add.reduceat(self.embeddings[flat].astype(np.float32), starts, axis=0)
             out[filled] = sums / lengths[filled, None]
         return out
+
+    # ---------------------------------------------------------------- the server's path
+    @property
+    def vocab_size(self) -> int:
+        return len(self.embeddings)
+
+    @property
+    def builder(self):
+        """Sequences as the server builds them (its batcher, truncation flag and token-id inputs work
+        unchanged): the static tokenization, an instruction only if it is the one baked in, and dropped."""
+        if self._builder is None:
+            from transformers import PreTrainedTokenizerFast
+
+            hf = PreTrainedTokenizerFast(tokenizer_object=copy.deepcopy(self.tokenizer))
+            self._builder = StaticSequenceBuilder(hf, self.max_length, encoder=self)
+        return self._builder
+
+    def forward_sequences(self, sequences) -> torch.Tensor:
+        """The mean rows of built sequences' pooled ids, float32 (what the server's batcher calls)."""
+        ids = self.known([s.ids[s.n_unpooled :] for s in sequences])
+        return torch.from_numpy(self.mean_rows(ids))
 
     def check_instruction(self, instruction) -> None:
         """Only the instruction the model was distilled with (or none) can be honoured: it is baked into every
@@ -324,3 +360,27 @@ class StaticEncoder:
             "a static model has no token states to pool per chunk: late chunking needs a transformer encoder "
             "(split the documents and encode the pieces instead)"
         )
+
+
+class StaticSequenceBuilder(SequenceBuilder):
+    """A :class:`SequenceBuilder` over the static tokenizer (no special tokens are added to a text) that refuses
+    an instruction other than the one baked into the vectors, and leaves the baked one out of the ids."""
+
+    def __init__(self, tokenizer, max_length: int, *, encoder: StaticEncoder) -> None:
+        super().__init__(tokenizer, max_length)
+        self.prefix, self.suffix = [], []  # model2vec and StaticEmbedding add no special tokens
+        self._encoder = encoder
+
+    def _baked(self, instruction) -> None:
+        try:
+            self._encoder.check_instruction(instruction)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None  # the server answers it as a bad ``instruction``
+
+    def build(self, texts: list[str], instructions: list[str] | None = None) -> list[Sequence]:
+        self._baked(instructions)
+        return super().build(texts, None)
+
+    def build_from_ids(self, token_ids, instruction=None, *, vocab_size=None) -> list[Sequence]:
+        self._baked(instruction)
+        return super().build_from_ids(token_ids, None, vocab_size=vocab_size)

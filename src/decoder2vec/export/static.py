@@ -238,13 +238,13 @@ def tokenlearn_train(
 
 def corpus_texts(limit: int, seed: int = 0) -> list[str]:
     """The tokenlearn corpus: offline Wikipedia leads (``extract`` only) and their sentences, shuffled,
-    ``limit`` of them; half sentences (STS-like lengths), half whole leads (passages)."""
+    ``limit`` of them; three quarters sentences (STS-like lengths), a quarter whole leads (passages)."""
     from decoder2vec.training.data.corpus import split_sentences, wiki_articles
 
     leads = wiki_articles()
     sentences = [s for lead in leads for s in split_sentences(lead)]
     rng = np.random.default_rng(seed)
-    half = limit // 2
+    half = limit // 4
     picked = [sentences[i] for i in rng.permutation(len(sentences))[: limit - half]]
     picked += [leads[i] for i in rng.permutation(len(leads))[:half]]
     return [picked[i] for i in rng.permutation(len(picked))]
