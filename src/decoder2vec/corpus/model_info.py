@@ -10,8 +10,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from decoder2vec.encoding.static import is_static_folder
 from decoder2vec.errors import ConfigError, ModelLoadError
+from decoder2vec.static_format import is_static_folder
 
 
 def model_identity(model: str) -> str:
@@ -72,7 +72,8 @@ def describe_model(
 def describe_static(path: str, pooling: str | None, max_length: int | None, instruction: str | None) -> dict:
     """:func:`describe_model` for a static (model2vec) folder: what ``StaticEncoder`` will be, checked on its
     files alone (the settings it refuses fail here, before any shard)."""
-    from decoder2vec.encoding.static import STATIC_MAX_LENGTH, StaticEncoder
+    from decoder2vec.encoding.static import StaticEncoder
+    from decoder2vec.static_format import STATIC_MAX_LENGTH
 
     try:
         encoder = StaticEncoder.from_pretrained(path, pooling=pooling, max_length=max_length)

@@ -30,10 +30,11 @@ from decoder2vec.encoder_config import (
 )
 from decoder2vec.encoding.compact import INT8_PRECISIONS, OutputSpec, calibration_ranges, finish
 from decoder2vec.encoding.model import PooledModel, embed
-from decoder2vec.encoding.static import StaticEncoder, is_static_folder
+from decoder2vec.encoding.static import StaticEncoder
 from decoder2vec.encoding.tokenization import Sequence, SequenceBuilder, TokenizedBatch, expand_instruction
 from decoder2vec.errors import OutputExistsError
 from decoder2vec.io import check_unicode, replace_entries
+from decoder2vec.static_format import is_static_folder
 
 __all__ = [
     "CPU_BATCH_TOKENS",

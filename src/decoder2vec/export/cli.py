@@ -104,7 +104,7 @@ def static_command(
     ] = None,
     corpus_texts: Annotated[
         int, typer.Option("--corpus-texts", help="tokenlearn: Wikipedia leads and sentences to embed.")
-    ] = 20000,
+    ] = 6000,
     epochs: Annotated[int, typer.Option("--epochs", help="tokenlearn: passes over the corpus.")] = 3,
     overwrite: OverwriteOption = False,
 ) -> None:
@@ -112,7 +112,6 @@ def static_command(
     sentence-transformers' StaticEmbedding and decoder2vec's Encoder load it). Each token is embedded through
     the encoder's own instruction, attention and pooling; an interrupted run resumes where it stopped."""
     from decoder2vec import Encoder
-    from decoder2vec.encoding.static import is_static_folder
     from decoder2vec.errors import ModelLoadError
     from decoder2vec.export.static import (
         StaticSettings,
@@ -120,6 +119,7 @@ def static_command(
         check_static_settings,
         export_static,
     )
+    from decoder2vec.static_format import is_static_folder
 
     settings = StaticSettings(
         dims=dims,

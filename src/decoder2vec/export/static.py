@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from decoder2vec.encoding.static import STATIC_META, is_static_folder, vocab_tokenizer
 from decoder2vec.errors import OutputExistsError, SettingError
 from decoder2vec.io import publish_folder, replace_folder
+from decoder2vec.static_format import STATIC_META, is_static_folder, vocab_tokenizer
 
 # Tokens per resumable piece of the vocabulary pass: ~1 min of forwards on two CPU cores.
 CHUNK_TOKENS = 4096
@@ -52,7 +52,7 @@ class StaticSettings:
     method: str = "distill"
     sif: float | None = DEFAULT_SIF
     instruction: str | None = None
-    corpus_texts: int = 20000
+    corpus_texts: int = 6000
     epochs: int = 3
     learning_rate: float = 1e-3
     seed: int = 0
@@ -238,15 +238,15 @@ def tokenlearn_train(
 
 def corpus_texts(limit: int, seed: int = 0) -> list[str]:
     """The tokenlearn corpus: offline Wikipedia leads (``extract`` only) and their sentences, shuffled,
-    ``limit`` of them; three quarters sentences (STS-like lengths), a quarter whole leads (passages)."""
+    ``limit`` of them; nine tenths sentences (STS-like lengths), a tenth whole leads (passages)."""
     from decoder2vec.training.data.corpus import split_sentences, wiki_articles
 
     leads = wiki_articles()
     sentences = [s for lead in leads for s in split_sentences(lead)]
     rng = np.random.default_rng(seed)
-    half = limit // 4
-    picked = [sentences[i] for i in rng.permutation(len(sentences))[: limit - half]]
-    picked += [leads[i] for i in rng.permutation(len(leads))[:half]]
+    passages = limit // 10
+    picked = [sentences[i] for i in rng.permutation(len(sentences))[: limit - passages]]
+    picked += [leads[i] for i in rng.permutation(len(leads))[:passages]]
     return [picked[i] for i in rng.permutation(len(picked))]
 
 
@@ -329,7 +329,7 @@ def export_static(
 def write_static(out: Path, vectors: np.ndarray, tokenizer, meta: dict, *, overwrite: bool = False) -> None:
     """Write the model2vec folder atomically: built beside ``out``, then renamed into place (an existing
     static model is swapped out only with ``overwrite``; it was checked before any work)."""
-    from decoder2vec.encoding.static import write_static_files
+    from decoder2vec.static_format import write_static_files
 
     out = Path(out).expanduser()
 
