@@ -215,7 +215,7 @@ def test_an_existing_out_is_never_overwritten(no_model_load, tmp_path, static_fo
 
 def test_not_an_encoder_is_a_clear_error(tmp_path, static_folder):
     result = runner.invoke(app, ["export", "static", str(static_folder), str(tmp_path / "out")])
-    assert result.exit_code == 1 and "already a static model" in result.output
+    assert result.exit_code == 1 and "it is already static" in result.output
     result = runner.invoke(app, ["export", "static", str(tmp_path / "nothing"), str(tmp_path / "out")])
     assert result.exit_code == 1 and "no such model folder" in result.output
     assert not (tmp_path / "out").exists()
@@ -287,3 +287,8 @@ def test_embed_corpus_writes_a_static_models_encode(static_folder, tmp_path):
         ],
     )
     assert refused.exit_code == 1 and "does not apply" in refused.output
+
+
+def test_gguf_export_of_a_static_model_is_refused_by_name(static_folder, tmp_path):
+    result = runner.invoke(app, ["export", "gguf", "-m", str(static_folder), "-o", str(tmp_path / "x.gguf")])
+    assert result.exit_code == 1 and "is a static model" in result.output and "GGUF" in result.output

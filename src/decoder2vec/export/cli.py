@@ -39,6 +39,17 @@ OverwriteOption = Annotated[
 ]
 
 
+def refuse_static(model: str, why: str) -> None:
+    """A static model (a folder of token vectors, or the static alias) cannot be what a command needs."""
+    from decoder2vec.backbone.default_model import STATIC_ENCODER
+    from decoder2vec.errors import ModelLoadError
+    from decoder2vec.static_format import is_static_folder
+
+    path = Path(model).expanduser()
+    if model == STATIC_ENCODER or (path.is_dir() and is_static_folder(path)):
+        raise ModelLoadError(f"{model} is a static model (a mean of token vectors): {why}")
+
+
 @app.command("gguf")
 @reports_errors
 def gguf_command(
@@ -58,6 +69,9 @@ def gguf_command(
     from decoder2vec.io import check_new_file
 
     check_settings(outtype, pooling)  # a bad flag fails before minutes of model loading
+    refuse_static(
+        model, "GGUF export needs a transformer encoder; model2vec and sentence-transformers run it"
+    )
     check_new_file(check_out_path(out), overwrite=overwrite, inputs=[model])  # -m x.gguf -o x.gguf
     quiet_transformers()
     check_before_loading(model, outtype, pooling)  # so do the architecture and the saved pooling
@@ -112,14 +126,12 @@ def static_command(
     sentence-transformers' StaticEmbedding and decoder2vec's Encoder load it). Each token is embedded through
     the encoder's own instruction, attention and pooling; an interrupted run resumes where it stopped."""
     from decoder2vec import Encoder
-    from decoder2vec.errors import ModelLoadError
     from decoder2vec.export.static import (
         StaticSettings,
         check_static_out,
         check_static_settings,
         export_static,
     )
-    from decoder2vec.static_format import is_static_folder
 
     settings = StaticSettings(
         dims=dims,
@@ -131,8 +143,7 @@ def static_command(
     )
     check_static_settings(settings)  # bad flags and an OUT we may not write fail before the model loads
     check_static_out(out, overwrite=overwrite, model=encoder_name)
-    if Path(encoder_name).expanduser().is_dir() and is_static_folder(Path(encoder_name).expanduser()):
-        raise ModelLoadError(f"ENCODER {encoder_name} is already a static model; pass a transformer encoder")
+    refuse_static(encoder_name, "it is already static; pass the transformer encoder to distil")
     quiet_transformers()
     encoder = Encoder.from_pretrained(encoder_name, dtype="float32", device="cpu")
     path = export_static(encoder, out, settings, model_name=encoder_name, overwrite=overwrite)
