@@ -292,3 +292,26 @@ def test_embed_corpus_writes_a_static_models_encode(static_folder, tmp_path):
 def test_gguf_export_of_a_static_model_is_refused_by_name(static_folder, tmp_path):
     result = runner.invoke(app, ["export", "gguf", "-m", str(static_folder), "-o", str(tmp_path / "x.gguf")])
     assert result.exit_code == 1 and "is a static model" in result.output and "GGUF" in result.output
+
+
+def test_tokenlearn_export_trains_on_the_encoders_embeddings_of_the_corpus(
+    teacher_folder, tmp_path, monkeypatch
+):
+    from tests.conftest import SENTENCES
+
+    corpus = [f"{a} {b}" for a in SENTENCES for b in SENTENCES]
+    monkeypatch.setattr(static_export, "corpus_texts", lambda limit, seed=0: corpus[:limit])
+    encoder = Encoder.from_pretrained(str(teacher_folder))
+    settings = StaticSettings(dims=8, method="tokenlearn", corpus_texts=100, epochs=2)
+    out = export_static(
+        encoder, tmp_path / "tl", settings, model_name=str(teacher_folder), log=lambda _: None
+    )
+    meta = json.loads((out / "decoder2vec_static.json").read_text())
+    assert meta["method"] == "tokenlearn" and meta["corpus_texts"] == len(corpus[:100])
+    distilled = export_static(
+        encoder, tmp_path / "d", StaticSettings(dims=8), model_name=str(teacher_folder), log=lambda _: None
+    )
+    # the trained table is not the distilled one it started from, and it still loads everywhere
+    a = Encoder.from_pretrained(str(out)).encode(corpus[:5])
+    b = Encoder.from_pretrained(str(distilled)).encode(corpus[:5])
+    assert not np.allclose(a, b)
