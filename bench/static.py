@@ -26,11 +26,11 @@ SPLITS = {
 }
 
 
-def load_splits() -> dict:
+def load_splits(data: Path = SHARED) -> dict:
     from decoder2vec.evaluation.loaders import load_sick, load_stsb
 
     loaders = {"stsb": load_stsb, "sick": load_sick}
-    return {name: loaders[kind](SHARED / path) for name, (kind, path) in SPLITS.items()}
+    return {name: loaders[kind](Path(data) / path) for name, (kind, path) in SPLITS.items()}
 
 
 def scores(encoder, splits: dict) -> dict:
@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--teacher", default="smollm2-135m-llm2vec")
     parser.add_argument("--static", nargs="+", required=True, help="static model folders or aliases")
     parser.add_argument("--sentences", type=int, default=2000, help="STS-B test sentences to time")
+    parser.add_argument("--data", type=Path, default=SHARED, help="the shared data folder (STS-B, SICK)")
     args = parser.parse_args()
 
     from model2vec import StaticModel
@@ -49,7 +50,7 @@ def main() -> None:
     from decoder2vec import Encoder
     from decoder2vec.backbone.loading import resolve_model_path
 
-    splits = load_splits()
+    splits = load_splits(args.data)
     texts = sts_sentences(args.sentences)
     teacher = Encoder.from_pretrained(args.teacher, dtype="float32", device="cpu")
     teacher.encode(texts[:64])  # warm-up

@@ -20,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
+from common import SHARED
 from static import load_splits, scores
 
 from decoder2vec import Encoder
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("static_dir", type=Path)
     parser.add_argument("--dest", type=Path, default=shipped_dir(STATIC_ENCODER))
     parser.add_argument("--command", default="", help="the export command, recorded in recipe.json")
+    parser.add_argument("--data", type=Path, default=SHARED, help="the shared data folder (STS-B, SICK)")
     args = parser.parse_args()
     from safetensors.numpy import load_file, save_file
 
@@ -65,7 +67,7 @@ def main() -> None:
         }
         (bundle / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         encoder = Encoder.from_pretrained(str(static_encoder_folder(bundle)))
-        manifest["scores"] = scores(encoder, load_splits())
+        manifest["scores"] = scores(encoder, load_splits(args.data))
         print(json.dumps(manifest["scores"], indent=2))
         (bundle / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if dest.exists():

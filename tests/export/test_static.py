@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from decoder2vec import Encoder
 from decoder2vec.cli import app
 from decoder2vec.encoding.static import StaticEncoder
-from decoder2vec.errors import InputError, ModelLoadError
+from decoder2vec.errors import InputError, ModelLoadError, SettingError
 from decoder2vec.export import static as static_export
 from decoder2vec.export.static import StaticSettings, export_static, pca_fit, pca_transform, token_vectors
 
@@ -308,6 +308,7 @@ def test_tokenlearn_export_trains_on_the_encoders_embeddings_of_the_corpus(
     )
     meta = json.loads((out / "decoder2vec_static.json").read_text())
     assert meta["method"] == "tokenlearn" and meta["corpus_texts"] == len(corpus[:100])
+    assert 0 < meta["tokens_seen_in_context"] < len(encoder.tokenizer)
     distilled = export_static(
         encoder, tmp_path / "d", StaticSettings(dims=8), model_name=str(teacher_folder), log=lambda _: None
     )
@@ -315,3 +316,30 @@ def test_tokenlearn_export_trains_on_the_encoders_embeddings_of_the_corpus(
     a = Encoder.from_pretrained(str(out)).encode(corpus[:5])
     b = Encoder.from_pretrained(str(distilled)).encode(corpus[:5])
     assert not np.allclose(a, b)
+
+
+@pytest.mark.parametrize("add_bos", [False, True])
+def test_corpus_features_are_encode_and_its_token_states(tiny_model_factory, add_bos):
+    """targets == encode; with mean pooling and no BOS in the pool, an embedding is the mean of the states the
+    per-token sums add up (so sum(sums) / sum(counts) over one text's tokens gives it back)."""
+    folder = tiny_model_factory("llama", add_bos=add_bos, tokenizer="gpt2")
+    encoder = Encoder.from_pretrained(str(folder))
+    size = len(encoder.tokenizer)
+    targets, sums, counts = static_export.corpus_features(encoder, TEXTS[:4], size, log=lambda _: None)
+    np.testing.assert_allclose(targets, encoder.encode(TEXTS[:4]), rtol=1e-4, atol=1e-5)
+    text = "the river city grew"
+    _, sums, counts = static_export.corpus_features(encoder, [text], size, log=lambda _: None)
+    assert counts.sum() == len(encoder.tokenizer(text, add_special_tokens=False)["input_ids"])
+    if not add_bos:
+        np.testing.assert_allclose(sums.sum(0) / counts.sum(), encoder.encode(text), rtol=1e-4, atol=1e-5)
+    else:  # uninstructed mean pooling also pools the BOS state, which no static row stands for
+        batch = encoder.tokenize([text])
+        states = encoder.token_states(batch)[0].numpy()
+        np.testing.assert_allclose(sums.sum(0), states[1:].sum(0), rtol=1e-4, atol=1e-4)
+
+
+def test_context_needs_mean_pooling(teacher_folder, tmp_path):
+    encoder = Encoder.from_pretrained(str(teacher_folder), pooling="last_token")
+    with pytest.raises(SettingError, match="--method context needs mean pooling"):
+        export_static(encoder, tmp_path / "x", StaticSettings(method="context"), model_name="m", log=print)
+    assert not list(tmp_path.iterdir())

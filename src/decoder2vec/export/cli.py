@@ -104,8 +104,9 @@ def static_command(
         str,
         typer.Option(
             "--method",
-            help="distill: the encoder's vector of every token, PCA + SIF (model2vec); tokenlearn: then train "
-            "the table on the encoder's embeddings of a Wikipedia corpus.",
+            help="distill: the encoder's vector of every token, PCA + SIF (model2vec); context: each token's "
+            "states averaged over a Wikipedia corpus (mean pooling); tokenlearn: then train the table on the "
+            "encoder's embeddings of that corpus.",
         ),
     ] = "tokenlearn",
     dims: Annotated[int, typer.Option("--dims", help="Width of the static vectors (PCA).")] = 256,
@@ -117,7 +118,8 @@ def static_command(
         typer.Option("--instruction", help="Bake this instruction in (the static model follows no other)."),
     ] = None,
     corpus_texts: Annotated[
-        int, typer.Option("--corpus-texts", help="tokenlearn: Wikipedia leads and sentences to embed.")
+        int,
+        typer.Option("--corpus-texts", help="context, tokenlearn: Wikipedia sentences and leads to embed."),
     ] = 6000,
     epochs: Annotated[int, typer.Option("--epochs", help="tokenlearn: passes over the corpus.")] = 3,
     overwrite: OverwriteOption = False,

@@ -8,7 +8,10 @@ A static model embeds a text as the mean of one vector per token: no attention, 
    attention, pooling and projection -- so the token vectors live in the encoder's output space. They are
    then PCA-rotated (and cut to ``dims``) and each is scaled by a smooth inverse frequency (SIF) weight
    ``a / (a + p(token))``, so frequent, content-free tokens count little in the mean.
-2. **tune** (tokenlearn's recipe, optional): a corpus is embedded by the encoder, its embeddings are
+2. **context** (optional, mean-pooling encoders): a corpus of Wikipedia texts goes through the encoder once;
+   each token's output-space states at its occurrences are averaged (an embedding *is* the mean of these
+   states under mean pooling), shrunk towards the token's one-token vector, and then PCA + SIF as above.
+3. **tune** (tokenlearn's recipe, optional): a corpus is embedded by the encoder, its embeddings are
    PCA-reduced to the static width, and the token table (plus a per-token weight and a linear read-out) is
    trained so that the weighted mean of a text's token vectors predicts its encoder embedding (MSE). The
    tokenlearn package itself needs ``model2vec[distill]``, which pins transformers < 5.4; its two steps are
@@ -41,7 +44,9 @@ from decoder2vec.static_format import STATIC_META, is_static_folder, vocab_token
 CHUNK_TOKENS = 4096
 # model2vec's default SIF coefficient: tokens rarer than ~1e-4 keep nearly full weight.
 DEFAULT_SIF = 1e-4
-METHODS = ("distill", "tokenlearn")
+METHODS = ("distill", "context", "tokenlearn")
+# Pooling modes for which an embedding is a mean of per-token states, so contextual averaging applies.
+MEAN_POOLINGS = ("mean",)
 
 
 @dataclass
@@ -55,6 +60,7 @@ class StaticSettings:
     corpus_texts: int = 6000
     epochs: int = 3
     learning_rate: float = 1e-3
+    prior: float = 1.0  # context: one-token vector's weight, in occurrences
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -168,6 +174,62 @@ def distill_vectors(raw: np.ndarray, dims: int, sif: float | None) -> np.ndarray
     """model2vec's post-processing of the raw token vectors: PCA to ``dims``, then SIF (Zipf) weights."""
     mean, components = pca_fit(raw, dims)
     return pca_transform(raw, mean, components) * sif_weights(zipf_probabilities(len(raw)), sif)[:, None]
+
+
+# ------------------------------------------------------------------ a corpus through the encoder
+def corpus_features(
+    encoder,
+    texts: list[str],
+    vocab_size: int,
+    *,
+    instruction: str | None = None,
+    batch_size: int = 64,
+    log: Callable[[str], None] = print,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One pass of the encoder over ``texts``: ``(targets, sums, counts)``.
+
+    ``targets`` (n, width) are the texts' embeddings, as ``encode`` gives them (tokenlearn's targets).
+    ``sums`` (vocab_size, width) and ``counts`` (vocab_size,) add up, per token id, the encoder's output-space
+    state (projected, when there is a projection) at each of the token's occurrences in the texts: with mean
+    pooling an embedding *is* the mean of these states, so their per-token average is the static vector that
+    best reproduces it (contextual averaging), where a one-token forward sees the token out of context."""
+    from decoder2vec.encoding.pooling import pool
+    from decoder2vec.encoding.tokenization import expand_instruction
+
+    builder = encoder.builder
+    sequences = builder.build(list(texts), expand_instruction(instruction, len(texts)))
+    width = encoder.embedding_dim
+    targets = np.zeros((len(texts), width), dtype=np.float32)
+    sums = np.zeros((vocab_size, width), dtype=np.float64)
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    tail = len(builder.suffix) + (1 if encoder.append_eos else 0)
+    done = 0
+    for index in encoder.sorted_batches(sequences, batch_size):
+        batch_sequences = [sequences[i] for i in index]
+        batch = builder.collate(batch_sequences, "right")
+        hidden = encoder.token_states(batch)
+        with torch.inference_mode():
+            on = batch.to(hidden.device)
+            pooled = pool(hidden, on.pool_mask, on.attention_mask, encoder.pooling)
+            targets[index] = encoder.module.project(pooled).float().cpu().numpy()
+            states = encoder.module.project(hidden.float()).float().cpu().numpy()
+        for row, sequence in enumerate(batch_sequences):
+            # the text's own tokens: after the prefix specials and instruction, before EOS and suffix
+            start, stop = max(sequence.n_unpooled, len(builder.prefix)), len(sequence.ids) - tail
+            ids = np.asarray(sequence.ids[start:stop])
+            ids = ids[ids < vocab_size]
+            np.add.at(sums, ids, states[row, start : start + len(ids)])
+            np.add.at(counts, ids, 1)
+        done += len(index)
+        if done // 500 != (done - len(index)) // 500:
+            log(f"corpus: {done}/{len(texts)} texts")
+    return targets, sums, counts
+
+
+def context_vectors(raw: np.ndarray, sums: np.ndarray, counts: np.ndarray, prior: float = 1.0) -> np.ndarray:
+    """Per token, the mean of its in-context states, shrunk towards its one-token vector: ``(sum + prior * raw)
+    / (count + prior)``; tokens never seen in the corpus keep their one-token vector."""
+    return ((sums + prior * raw) / (counts[:, None] + prior)).astype(np.float32)
 
 
 # ------------------------------------------------------------------ step 2: tokenlearn
@@ -284,20 +346,33 @@ def export_static(
         "bidirectional": encoder.bidirectional,
         "embedding_dim": encoder.embedding_dim,
     }
+    if settings.method == "context" and encoder.pooling not in MEAN_POOLINGS:
+        raise SettingError(
+            f"--method context needs mean pooling (an embedding that is a mean of token states); this encoder "
+            f"pools by {encoder.pooling}: use distill or tokenlearn"
+        )
     work = work_folder(out, fingerprint(model_path, vocab_settings))
     raw = token_vectors(encoder, vocab_size, instruction=settings.instruction, work=work / "vocab", log=log)
-    vectors = distill_vectors(raw, settings.dims, settings.sif)
     report: dict = {}
-    if settings.method == "tokenlearn":
+    if settings.method != "distill":
         texts = corpus_texts(settings.corpus_texts, settings.seed)
-        target_file = work / f"targets-{settings.corpus_texts}-{settings.seed}.npy"
-        if target_file.is_file():
-            targets = np.load(target_file, allow_pickle=False)
+        feature_file = work / f"corpus-{settings.corpus_texts}-{settings.seed}.npz"
+        if feature_file.is_file():  # a resumed run: the corpus pass is done
+            with np.load(feature_file, allow_pickle=False) as saved:
+                targets, sums, counts = saved["targets"], saved["sums"], saved["counts"]
         else:
-            log(f"tokenlearn: embedding {len(texts)} corpus texts with the encoder")
-            targets = encoder.encode(texts, instruction=settings.instruction, batch_size=64)
-            np.save(work / "targets.tmp.npy", targets)
-            (work / "targets.tmp.npy").replace(target_file)
+            log(f"corpus: embedding {len(texts)} Wikipedia texts with the encoder")
+            targets, sums, counts = corpus_features(
+                encoder, texts, vocab_size, instruction=settings.instruction, log=log
+            )
+            np.savez(work / "corpus.tmp.npz", targets=targets, sums=sums, counts=counts)
+            (work / "corpus.tmp.npz").replace(feature_file)
+        report["corpus_texts"] = len(texts)
+        if encoder.pooling in MEAN_POOLINGS:
+            raw = context_vectors(raw, sums, counts, settings.prior)
+            report["tokens_seen_in_context"] = int((counts > 0).sum())
+    vectors = distill_vectors(raw, settings.dims, settings.sif)
+    if settings.method == "tokenlearn":
         mean, components = pca_fit(targets, vectors.shape[1])
         vectors = tokenlearn_train(
             vectors,
@@ -308,7 +383,6 @@ def export_static(
             seed=settings.seed,
             log=log,
         )
-        report["corpus_texts"] = len(texts)
     meta = {
         "made_by": "decoder2vec export static",
         "teacher": model_name,
@@ -318,6 +392,7 @@ def export_static(
         "sif": settings.sif,
         "instruction": settings.instruction,
         "epochs": settings.epochs if settings.method == "tokenlearn" else None,
+        "prior": settings.prior if settings.method != "distill" else None,
         "seed": settings.seed,
         **report,
     }
