@@ -38,7 +38,7 @@ def resolve_model_path(name_or_path: str | Path) -> str:
         return str(default_model_folder())
     if name in SHIPPED_ENCODERS:
         return str(default_encoder_folder(shipped_dir(name)))
-    if name == STATIC_ENCODER:
+    if name == STATIC_ENCODER and shipped_dir(name).is_dir():  # only once a bundle ships
         from decoder2vec.backbone.static_bundle import static_encoder_folder
 
         return str(static_encoder_folder())

@@ -112,7 +112,7 @@ def static_command(
     dims: Annotated[int, typer.Option("--dims", help="Width of the static vectors (PCA).")] = 256,
     sif: Annotated[
         float, typer.Option("--sif", help="SIF coefficient of the Zipf token weights (0: no weighting).")
-    ] = 1e-4,
+    ] = 1e-5,
     instruction: Annotated[
         str | None,
         typer.Option("--instruction", help="Bake this instruction in (the static model follows no other)."),
@@ -120,8 +120,8 @@ def static_command(
     corpus_texts: Annotated[
         int,
         typer.Option("--corpus-texts", help="context, tokenlearn: Wikipedia sentences and leads to embed."),
-    ] = 6000,
-    epochs: Annotated[int, typer.Option("--epochs", help="tokenlearn: passes over the corpus.")] = 3,
+    ] = 2500,
+    epochs: Annotated[int, typer.Option("--epochs", help="tokenlearn: passes over the corpus.")] = 30,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Distil ENCODER into a static token-embedding model at OUT (model2vec's format: model2vec's StaticModel,
