@@ -83,8 +83,8 @@ def test_model2vec_and_sentence_transformers_load_it_and_agree_with_encode(stati
     mine = ours.encode(TEXTS, normalize=True)
     m2v = StaticModel.from_pretrained(static_folder).encode(TEXTS)
     st = SentenceTransformer(str(static_folder), device="cpu").encode(TEXTS)
-    np.testing.assert_allclose(mine, m2v, atol=1e-6)
-    np.testing.assert_allclose(mine, st, atol=1e-6)
+    np.testing.assert_allclose(mine, m2v, atol=1e-5)  # float32 sums in another order
+    np.testing.assert_allclose(mine, st, atol=1e-5)
 
 
 def test_encode_is_the_mean_of_the_saved_rows(static_folder):
