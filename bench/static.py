@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED, sts_sentences, sts_spearman, timed, write_results
+from common import SHARED, sts_spearman, timed, write_results
 
 SPLITS = {
     "stsb_test": ("stsb", "stsbenchmark/sts-test.csv"),
@@ -51,7 +51,10 @@ def main() -> None:
     from decoder2vec.backbone.loading import resolve_model_path
 
     splits = load_splits(args.data)
-    texts = sts_sentences(args.sentences)
+    test = splits["stsb_test"]  # unique STS-B test sentences, in file order (as common.sts_sentences)
+    texts = list(dict.fromkeys(s for pair in zip(test.sentences1, test.sentences2) for s in pair))[
+        : args.sentences
+    ]
     teacher = Encoder.from_pretrained(args.teacher, dtype="float32", device="cpu")
     teacher.encode(texts[:64])  # warm-up
     teacher_s, _ = timed(lambda: teacher.encode(texts, batch_size=64))
