@@ -33,7 +33,9 @@ def load_splits(data: Path = SHARED) -> dict:
     return {name: loaders[kind](Path(data) / path) for name, (kind, path) in SPLITS.items()}
 
 
-def scores(encoder, splits: dict) -> dict:
+def scores(encoder, splits: dict | None) -> dict:
+    if splits is None:
+        return {name: float("nan") for name in SPLITS}
     return {name: round(sts_spearman(encoder, data), 2) for name, data in splits.items()}
 
 
@@ -43,6 +45,9 @@ def main() -> None:
     parser.add_argument("--static", nargs="+", required=True, help="static model folders or aliases")
     parser.add_argument("--sentences", type=int, default=2000, help="STS-B test sentences to time")
     parser.add_argument("--data", type=Path, default=SHARED, help="the shared data folder (STS-B, SICK)")
+    parser.add_argument(
+        "--speed-only", action="store_true", help="skip the quality scores (minutes per model)"
+    )
     args = parser.parse_args()
 
     from model2vec import StaticModel
@@ -51,7 +56,10 @@ def main() -> None:
     from decoder2vec.backbone.loading import resolve_model_path
 
     splits = load_splits(args.data)
-    test = splits["stsb_test"]  # unique STS-B test sentences, in file order (as common.sts_sentences)
+    test = splits["stsb_test"]
+    scored = (
+        None if args.speed_only else splits
+    )  # unique STS-B test sentences, in file order (as common.sts_sentences)
     texts = list(dict.fromkeys(s for pair in zip(test.sentences1, test.sentences2) for s in pair))[
         : args.sentences
     ]
@@ -63,7 +71,7 @@ def main() -> None:
             "model": args.teacher,
             "kind": "encoder fp32",
             "texts_per_s": len(texts) / teacher_s,
-            **scores(teacher, splits),
+            **scores(teacher, scored),
         }
     ]
     base = rows[0]
@@ -79,7 +87,7 @@ def main() -> None:
             "kind": f"static {static.embedding_dim}-d",
             "texts_per_s": len(texts) / ours_s,
             "model2vec_texts_per_s": len(texts) / m2v_s,
-            **scores(static, splits),
+            **scores(static, scored),
         }
         rows.append(row)
     for row in rows:
@@ -94,7 +102,10 @@ def main() -> None:
             f"{100 * r['stsb_test_fraction']:5.1f} {r['sickr_test']:6.2f} {100 * r['sickr_test_fraction']:5.1f} "
             f"{r['stsb_dev']:6.2f} {r['sick_trial']:6.2f}"
         )
-    path = write_results("static", {"teacher": args.teacher, "timed_sentences": len(texts), "rows": rows})
+    path = write_results(
+        "static-speed" if args.speed_only else "static",
+        {"teacher": args.teacher, "timed_sentences": len(texts), "rows": rows},
+    )
     print(f"wrote {path}")
 
 
