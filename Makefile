@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 # The optional extras the tests exercise: the server, Ray Data, faiss, ONNX Runtime, and llama.cpp's Python
 # bindings, which build from source (several minutes on 2 cores) for the GGUF parity tests.
 $(TEST_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e ".[dev,mteb,plots,serve,scale,search,onnx]"
+	$(PY) -m pip install -q -e ".[dev,mteb,plots,serve,scale,search,onnx,static]"
 	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -q -e ".[llamacpp]"
 	touch $(TEST_STAMP)
 

@@ -14,7 +14,13 @@ import torch
 from decoder2vec.backbone.adapters import merge_adapters
 from decoder2vec.backbone.bidirectional import AttentionCheck, set_bidirectional, verify_attention
 from decoder2vec.backbone.default_encoder import default_encoder_folder, shipped_dir
-from decoder2vec.backbone.default_model import ALIASES, DEFAULT_MODEL, SHIPPED_ENCODERS, default_model_folder
+from decoder2vec.backbone.default_model import (
+    ALIASES,
+    DEFAULT_MODEL,
+    SHIPPED_ENCODERS,
+    STATIC_ENCODER,
+    default_model_folder,
+)
 from decoder2vec.backbone.gguf_import import cached_gguf_folder, import_gguf
 from decoder2vec.errors import ConfigError, ModelLoadError
 
@@ -32,6 +38,10 @@ def resolve_model_path(name_or_path: str | Path) -> str:
         return str(default_model_folder())
     if name in SHIPPED_ENCODERS:
         return str(default_encoder_folder(shipped_dir(name)))
+    if name == STATIC_ENCODER and shipped_dir(name).is_dir():  # only once a bundle ships
+        from decoder2vec.backbone.static_bundle import static_encoder_folder
+
+        return str(static_encoder_folder())
     path = Path(name).expanduser()
     if path.suffix.lower() == ".gguf":
         folder = cached_gguf_folder(path)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from decoder2vec.errors import ConfigError, ModelLoadError
+from decoder2vec.static_format import is_static_folder
 
 
 def model_identity(model: str) -> str:
@@ -37,6 +38,8 @@ def describe_model(
     )
 
     path = resolve_model_path(model)
+    if is_static_folder(path):
+        return describe_static(path, pooling, max_length, instruction)
     saved = read_encoder_config(path)
     try:
         config = AutoConfig.from_pretrained(path)
@@ -62,6 +65,25 @@ def describe_model(
         "pooling": pooling,
         "dimension": embedding_width(saved, text_config.hidden_size),
         "max_length": int(max_length),
+        "model_fingerprint": model_fingerprint(path),
+    }
+
+
+def describe_static(path: str, pooling: str | None, max_length: int | None, instruction: str | None) -> dict:
+    """:func:`describe_model` for a static (model2vec) folder: what ``StaticEncoder`` will be, checked on its
+    files alone (the settings it refuses fail here, before any shard)."""
+    from decoder2vec.encoding.static import StaticEncoder
+    from decoder2vec.static_format import STATIC_MAX_LENGTH
+
+    try:
+        encoder = StaticEncoder.from_pretrained(path, pooling=pooling, max_length=max_length)
+        encoder.check_instruction(instruction)
+    except ValueError as exc:  # ModelLoadError, InputError: a flag that does not apply
+        raise ConfigError(str(exc)) from None
+    return {
+        "pooling": encoder.pooling,
+        "dimension": encoder.embedding_dim,
+        "max_length": int(max_length or STATIC_MAX_LENGTH),
         "model_fingerprint": model_fingerprint(path),
     }
 

@@ -37,9 +37,11 @@ from decoder2vec.encoder_config import (
 )
 from decoder2vec.encoding.compact import INT8_PRECISIONS, OutputSpec, calibration_ranges, finish
 from decoder2vec.encoding.model import PooledModel, embed
+from decoder2vec.encoding.static import StaticEncoder
 from decoder2vec.encoding.tokenization import Sequence, SequenceBuilder, TokenizedBatch, expand_instruction
 from decoder2vec.errors import ConfigError, OutputExistsError
 from decoder2vec.io import check_unicode, replace_entries
+from decoder2vec.static_format import is_static_folder
 
 __all__ = [
     "CPU_BATCH_TOKENS",
@@ -267,8 +269,11 @@ class Encoder:
         attn_implementation: str | None = None,
         append_eos: bool | None = None,
         quantization: str | None = None,
-    ) -> Encoder:
+    ) -> Encoder | StaticEncoder:
         """Load from a folder, GGUF file, hub id or the alias ``smollm2-135m``.
+
+        A model2vec folder (e.g. written by ``decoder2vec export static``) gives a
+        :class:`~decoder2vec.encoding.static.StaticEncoder`, which keeps this class's ``encode`` contract.
 
         Settings left as ``None`` come from the folder's ``decoder2vec_config.json`` when it has one
         (so a saved encoder round-trips), else the defaults: mean pooling, bidirectional, 512 tokens.
@@ -280,6 +285,15 @@ class Encoder:
         torch_dtype = resolve_dtype(dtype, torch_device)
         check_inference_precision(torch_dtype, quantization, torch_device)
         path = resolve_model_path(name_or_path)
+        if is_static_folder(path):  # a model2vec folder: the same encode contract, without a transformer
+            return StaticEncoder.from_pretrained(
+                path,
+                adapters=adapters,
+                pooling=pooling,
+                bidirectional=bidirectional,
+                max_length=max_length,
+                append_eos=append_eos,
+            )
         saved = read_encoder_config(path)
         settings = resolve_settings(
             saved,

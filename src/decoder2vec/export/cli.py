@@ -11,7 +11,8 @@ from decoder2vec.backbone.default_model import DEFAULT_ENCODER
 from decoder2vec.cli_common import ModelOption, quiet_transformers, reports_errors
 
 app = typer.Typer(
-    help="Write encoders in formats other tools run (GGUF for llama.cpp, ONNX).", no_args_is_help=True
+    help="Write encoders in formats other tools run (GGUF for llama.cpp, ONNX, static embeddings for model2vec).",
+    no_args_is_help=True,
 )
 
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output file, ending in .gguf.")]
@@ -38,6 +39,17 @@ OverwriteOption = Annotated[
 ]
 
 
+def refuse_static(model: str, why: str) -> None:
+    """A static model (a folder of token vectors, or the static alias) cannot be what a command needs."""
+    from decoder2vec.backbone.default_model import STATIC_ENCODER
+    from decoder2vec.errors import ModelLoadError
+    from decoder2vec.static_format import is_static_folder
+
+    path = Path(model).expanduser()
+    if model == STATIC_ENCODER or (path.is_dir() and is_static_folder(path)):
+        raise ModelLoadError(f"{model} is a static model (a mean of token vectors): {why}")
+
+
 @app.command("gguf")
 @reports_errors
 def gguf_command(
@@ -57,6 +69,9 @@ def gguf_command(
     from decoder2vec.io import check_new_file
 
     check_settings(outtype, pooling)  # a bad flag fails before minutes of model loading
+    refuse_static(
+        model, "GGUF export needs a transformer encoder; model2vec and sentence-transformers run it"
+    )
     check_new_file(check_out_path(out), overwrite=overwrite, inputs=[model])  # -m x.gguf -o x.gguf
     quiet_transformers()
     check_before_loading(model, outtype, pooling)  # so do the architecture and the saved pooling
@@ -104,3 +119,62 @@ def onnx_command(
         f"wrote {result.path} ({', '.join(result.files)}; {result.attention.describe()}; "
         f"min cosine to PyTorch {result.min_cosine:.6f})"
     )
+
+
+@app.command("static")
+@reports_errors
+def static_command(
+    encoder_name: Annotated[
+        str, typer.Argument(metavar="ENCODER", help="Encoder folder, .gguf file or alias.")
+    ],
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="New folder for the static model.")],
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="distill: the encoder's vector of every token, PCA + SIF (model2vec); context: each token's "
+            "states averaged over a Wikipedia corpus (mean pooling); tokenlearn: then train the table on the "
+            "encoder's embeddings of that corpus.",
+        ),
+    ] = "tokenlearn",
+    dims: Annotated[int, typer.Option("--dims", help="Width of the static vectors (PCA).")] = 256,
+    sif: Annotated[
+        float, typer.Option("--sif", help="SIF coefficient of the Zipf token weights (0: no weighting).")
+    ] = 1e-5,
+    instruction: Annotated[
+        str | None,
+        typer.Option("--instruction", help="Bake this instruction in (the static model follows no other)."),
+    ] = None,
+    corpus_texts: Annotated[
+        int,
+        typer.Option("--corpus-texts", help="context, tokenlearn: Wikipedia sentences and leads to embed."),
+    ] = 2500,
+    epochs: Annotated[int, typer.Option("--epochs", help="tokenlearn: passes over the corpus.")] = 30,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Distil ENCODER into a static token-embedding model at OUT (model2vec's format: model2vec's StaticModel,
+    sentence-transformers' StaticEmbedding and decoder2vec's Encoder load it). Each token is embedded through
+    the encoder's own instruction, attention and pooling; an interrupted run resumes where it stopped."""
+    from decoder2vec import Encoder
+    from decoder2vec.export.static import (
+        StaticSettings,
+        check_static_out,
+        check_static_settings,
+        export_static,
+    )
+
+    settings = StaticSettings(
+        dims=dims,
+        method=method,
+        sif=sif or None,
+        instruction=instruction,
+        corpus_texts=corpus_texts,
+        epochs=epochs,
+    )
+    check_static_settings(settings)  # bad flags and an OUT we may not write fail before the model loads
+    check_static_out(out, overwrite=overwrite, model=encoder_name)
+    refuse_static(encoder_name, "it is already static; pass the transformer encoder to distil")
+    quiet_transformers()
+    encoder = Encoder.from_pretrained(encoder_name, dtype="float32", device="cpu")
+    path = export_static(encoder, out, settings, model_name=encoder_name, overwrite=overwrite)
+    typer.echo(f"wrote {path} ({method}, {dims} dimensions)")

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from decoder2vec.encoding.compact import finish
 from decoder2vec.encoding.encoder import Encoder
+from decoder2vec.encoding.static import StaticEncoder
 from decoder2vec.errors import Decoder2VecError, InputError
 from decoder2vec.serving.batcher import DynamicBatcher, QueueFullError, ShuttingDownError
 from decoder2vec.serving.inputs import build_sequences, output_specs
@@ -76,7 +77,7 @@ class Runtime:
             if self.on_load_error is not None:
                 self.on_load_error(exc)
             return
-        if isinstance(model, Encoder):
+        if isinstance(model, Encoder | StaticEncoder):
             model = InProcessModel(model, self.settings)
         batcher = DynamicBatcher(
             model.embed,

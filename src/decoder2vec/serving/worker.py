@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from decoder2vec.encoding.encoder import CPU_BATCH_TOKENS, Encoder
+from decoder2vec.encoding.static import StaticEncoder
 from decoder2vec.encoding.tokenization import Sequence, SequenceBuilder
 from decoder2vec.errors import ModelLoadError
 from decoder2vec.serving.settings import (
@@ -55,7 +56,7 @@ class ServedModel(Protocol):
     def close(self) -> None: ...
 
 
-def load_checked_encoder(settings: ServeSettings) -> Encoder:
+def load_checked_encoder(settings: ServeSettings) -> Encoder | StaticEncoder:
     """Load the encoder (never with remote code) and prove its attention mode."""
     from decoder2vec.backbone.loading import check_attention
     from decoder2vec.cli_common import load_encoder
@@ -66,11 +67,12 @@ def load_checked_encoder(settings: ServeSettings) -> Encoder:
         dtype=settings.dtype,
         quantization=settings.quantization,
     )
-    check_attention(encoder.model, encoder.tokenizer)  # raises BidirectionalityError on a mismatch
+    if not isinstance(encoder, StaticEncoder):  # a static model has no attention to prove
+        check_attention(encoder.model, encoder.tokenizer)  # raises BidirectionalityError on a mismatch
     return encoder
 
 
-def describe(encoder: Encoder, settings: ServeSettings) -> ModelInfo:
+def describe(encoder: Encoder | StaticEncoder, settings: ServeSettings) -> ModelInfo:
     on_cpu = encoder.device.type == "cpu"
     budget = settings.max_batch_tokens or encoder.max_batch_tokens
     if budget is None:
@@ -78,7 +80,9 @@ def describe(encoder: Encoder, settings: ServeSettings) -> ModelInfo:
     return ModelInfo(
         builder=encoder.builder,
         embedding_dim=encoder.embedding_dim,
-        vocab_size=encoder.model.get_input_embeddings().num_embeddings,
+        vocab_size=encoder.vocab_size
+        if isinstance(encoder, StaticEncoder)
+        else encoder.model.get_input_embeddings().num_embeddings,
         max_batch_tokens=budget,
         forward_overhead_tokens=CPU_FORWARD_OVERHEAD_TOKENS
         if on_cpu
