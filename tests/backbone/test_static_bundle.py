@@ -80,9 +80,12 @@ def test_a_damaged_bundle_is_an_error_naming_the_file(bundle, tmp_path):
 
 @pytest.mark.real_model
 @needs_default_model
-def test_the_shipped_static_alias_meets_its_goal(tmp_path):
+def test_the_shipped_static_alias_meets_its_goal_or_is_not_offered(tmp_path):
     if not (shipped_dir(STATIC_ENCODER) / MANIFEST).is_file():
-        pytest.skip("no static alias shipped")
+        # none ships while the goal is missed (BENCHMARKS.md): the name must then fail clearly, not load
+        with pytest.raises(ModelLoadError):
+            Encoder.from_pretrained(STATIC_ENCODER)
+        return
     shutil.copytree(shipped_dir(STATIC_ENCODER), tmp_path / "copy")  # read_static_manifest checks the hash
     manifest = static_bundle.read_static_manifest(tmp_path / "copy")
     assert (shipped_dir(STATIC_ENCODER) / VECTORS).stat().st_size <= 8 * 2**20  # small enough to ship
