@@ -68,7 +68,7 @@ def run_demo(
     train: bool = True,
     out: Path = Path("runs/demo"),
     mntp_steps: int = 20,
-    simcse_steps: int = 20,
+    simcse_steps: int = 60,
     seed: int | None = None,
 ) -> dict[str, float]:
     """Run the demo; returns the held-out pair scores by (labelled) model."""
@@ -226,7 +226,7 @@ def demo_command(
         "runs/demo"
     ),
     mntp_steps: int = 20,
-    simcse_steps: int = 20,
+    simcse_steps: int = 60,
     seed: Annotated[int | None, typer.Option(help="Seed of both stages (default: the recipe's, 42).")] = None,
     encoder: Annotated[
         str, typer.Option(help="The trained encoder to compare with ('' to skip).")
