@@ -48,7 +48,9 @@ def test_embedding_types_give_each_precision(url, calibrated):
     for kind, precision in [("int8", "int8"), ("ubinary", "ubinary"), ("float", "float32")]:
         got = np.array([item["embeddings"][kind] for item in data])
         expected = calibrated.encode(SENTENCES, dimensions=8, normalize=True, precision=precision)
-        np.testing.assert_allclose(got, expected, atol=1e-5)
+        # int8: the server batches texts its own way, and float noise of ~1e-7 at a bucket edge moves a code
+        # by one step (seen on AMX-capable CPUs: 126 vs 127 at the range's top); floats agree to 1e-5
+        np.testing.assert_allclose(got, expected, atol=1 if kind == "int8" else 1e-5)
     assert [item["embedding"] for item in data] == [item["embeddings"]["int8"] for item in data]
 
 
