@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from decoder2vec.encoder_config import check_precision
+from decoder2vec.encoder_config import check_dimensions, check_precision
 from decoder2vec.errors import InputError
 
 INT8_PRECISIONS = ("int8", "uint8")
@@ -42,6 +42,25 @@ class OutputSpec:
             )
         if self.ranges is not None:
             check_ranges(self.ranges)  # before any text is encoded
+
+    @classmethod
+    def resolve(
+        cls,
+        width: int,
+        calibration: np.ndarray | None,
+        *,
+        dimensions: int | None = None,
+        normalize: bool = False,
+        precision: str = "float32",
+        ranges: np.ndarray | None = None,
+    ) -> OutputSpec:
+        """An encoder's output options, checked against its ``width``, with int8 ranges filled in from its
+        ``calibration`` sample when none are given (every encoder kind resolves them here)."""
+        dimensions = check_dimensions(dimensions, width)
+        check_precision(precision)
+        if precision in INT8_PRECISIONS and ranges is None and calibration is not None:
+            ranges = calibration_ranges(calibration, dimensions, normalize)
+        return cls(dimensions, bool(normalize), precision, ranges)
 
 
 def check_ranges(ranges, width: int | None = None, where: str = "ranges") -> np.ndarray:

@@ -22,10 +22,8 @@ from decoder2vec.backbone.loading import (
 from decoder2vec.backbone.precision import check_inference_precision, describe_kernels, quantize_int8
 from decoder2vec.encoder_config import (
     ENCODER_CONFIG,
-    check_dimensions,
     check_matryoshka_dimensions,
     check_pooling_mode,
-    check_precision,
     default_max_length,
     is_encoder_file,
     model_context,
@@ -35,7 +33,7 @@ from decoder2vec.encoder_config import (
     resolve_settings,
     write_encoder_files,
 )
-from decoder2vec.encoding.compact import INT8_PRECISIONS, OutputSpec, calibration_ranges, finish
+from decoder2vec.encoding.compact import OutputSpec, finish
 from decoder2vec.encoding.model import PooledModel, embed
 from decoder2vec.encoding.static import StaticEncoder
 from decoder2vec.encoding.tokenization import Sequence, SequenceBuilder, TokenizedBatch, expand_instruction
@@ -418,11 +416,14 @@ class Encoder:
         ranges: np.ndarray | None = None,
     ) -> OutputSpec:
         """Check the output options and fill in int8 ranges from the calibration sample (see ``encode``)."""
-        dimensions = check_dimensions(dimensions, self.embedding_dim)
-        check_precision(precision)
-        if precision in INT8_PRECISIONS and ranges is None and self.calibration is not None:
-            ranges = calibration_ranges(self.calibration, dimensions, normalize)
-        return OutputSpec(dimensions, bool(normalize), precision, ranges)
+        return OutputSpec.resolve(
+            self.embedding_dim,
+            self.calibration,
+            dimensions=dimensions,
+            normalize=normalize,
+            precision=precision,
+            ranges=ranges,
+        )
 
     def calibrate(
         self, texts: Iterable[str], *, instruction: str | list[str] | None = None, batch_size: int = 32

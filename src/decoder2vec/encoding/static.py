@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from decoder2vec.encoder_config import check_dimensions, check_precision, read_calibration
-from decoder2vec.encoding.compact import INT8_PRECISIONS, OutputSpec, calibration_ranges, finish
+from decoder2vec.encoder_config import read_calibration
+from decoder2vec.encoding.compact import OutputSpec, finish
 from decoder2vec.encoding.tokenization import Sequence, SequenceBuilder
 from decoder2vec.errors import InputError, ModelLoadError
 from decoder2vec.static_format import (
@@ -218,11 +218,14 @@ class StaticEncoder:
         precision: str = "float32",
         ranges: np.ndarray | None = None,
     ) -> OutputSpec:
-        dimensions = check_dimensions(dimensions, self.embedding_dim)
-        check_precision(precision)
-        if precision in INT8_PRECISIONS and ranges is None and self.calibration is not None:
-            ranges = calibration_ranges(self.calibration, dimensions, normalize)
-        return OutputSpec(dimensions, bool(normalize), precision, ranges)
+        return OutputSpec.resolve(
+            self.embedding_dim,
+            self.calibration,
+            dimensions=dimensions,
+            normalize=normalize,
+            precision=precision,
+            ranges=ranges,
+        )
 
     def encode(
         self,
