@@ -16,11 +16,8 @@ import numpy as np
 import torch
 from common import write_results
 
-from decoder2vec.backbone.loading import load_tokenizer, resolve_model_path
-from decoder2vec.encoding.tokenization import SequenceBuilder
 from decoder2vec.pairs.generate import load_generator, messages
-from decoder2vec.pairs.passages import cut_passages
-from decoder2vec.pairs.pipeline import in_dev
+from decoder2vec.pairs.pipeline import in_dev, settings_passages
 from decoder2vec.pairs.sources import read_documents
 from decoder2vec.training.config import load_pipeline
 from decoder2vec.training.recipes.pipeline import check_inputs, pairs_settings
@@ -43,16 +40,7 @@ def main() -> None:
     docs = read_documents(
         s.sources, text_field=s.text_field, title_field=s.title_field, id_field=s.id_field
     ).docs
-    tokenizer = load_tokenizer(resolve_model_path(s.tokenizer or s.generator))
-    builder = SequenceBuilder(tokenizer, max_length=max(s.long_tokens, s.chunk_size) + 8)
-    passages, _ = cut_passages(
-        builder,
-        docs,
-        chunking=s.chunking,
-        chunk_size=s.chunk_size,
-        overlap=s.overlap,
-        min_words=s.min_passage_words,
-    )
+    passages, _ = settings_passages(docs, s)
     dev = np.array([in_dev(d.id, s.seed, s.dev_fraction) for d in docs])
     prompts = len(passages) * len(s.templates) * s.queries_per_passage
 

@@ -190,6 +190,28 @@ def generate_shards(out: Path, s: PairsSettings, passages, threads: int) -> list
 
 
 # ------------------------------------------------------------------ the run
+def passage_builder(s: PairsSettings):
+    """The SequenceBuilder passages are cut with: the tokenizer of ``s.tokenizer`` (default: the
+    generator's), long enough for a whole-document pair."""
+    from decoder2vec.backbone.loading import load_tokenizer, resolve_model_path
+    from decoder2vec.encoding.tokenization import SequenceBuilder
+
+    tokenizer = load_tokenizer(resolve_model_path(s.tokenizer or s.generator))
+    return SequenceBuilder(tokenizer, max_length=max(s.long_tokens, s.chunk_size) + 8)
+
+
+def settings_passages(docs, s: PairsSettings, builder=None):
+    """``(passages, documents too short for one)``: ``docs`` cut as the settings say."""
+    return cut_passages(
+        builder or passage_builder(s),
+        docs,
+        chunking=s.chunking,
+        chunk_size=s.chunk_size,
+        overlap=s.overlap,
+        min_words=s.min_passage_words,
+    )
+
+
 def build_pairs(out: str | Path, s: PairsSettings) -> dict:
     """Run everything into ``out``; returns the manifest."""
     out = Path(out).expanduser()
@@ -201,19 +223,9 @@ def build_pairs(out: str | Path, s: PairsSettings) -> dict:
     docs = documents.docs
     dev_docs = np.array([in_dev(d.id, s.seed, s.dev_fraction) for d in docs])
 
-    from decoder2vec.backbone.loading import load_tokenizer, resolve_model_path
-    from decoder2vec.encoding.tokenization import SequenceBuilder
-
-    tokenizer = load_tokenizer(resolve_model_path(s.tokenizer or s.generator))
-    builder = SequenceBuilder(tokenizer, max_length=max(s.long_tokens, s.chunk_size) + 8)
-    passages, too_short = cut_passages(
-        builder,
-        docs,
-        chunking=s.chunking,
-        chunk_size=s.chunk_size,
-        overlap=s.overlap,
-        min_words=s.min_passage_words,
-    )
+    builder = passage_builder(s)
+    tokenizer = builder.tokenizer
+    passages, too_short = settings_passages(docs, s, builder)
     passage_docs = np.array([p.doc for p in passages])
     if s.dev_fraction > 0 and not dev_docs[passage_docs].any():
         raise InputError(
