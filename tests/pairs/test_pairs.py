@@ -210,6 +210,30 @@ def test_changed_settings_are_refused_by_name(tmp_path, tiny_llama, one_thread):
     assert (tmp_path / "out" / "notes.txt").read_text() == "mine"  # --overwrite replaces only its own files
 
 
+def test_dev_titles_make_a_dev_split_without_generation(tmp_path, tiny_llama, one_thread):
+    docs = write_docs(tmp_path / "docs.jsonl")
+    m = build_pairs(tmp_path / "out", settings(docs, tiny_llama, templates=(), dev_titles=True))
+    dev = tmp_path / "out" / "dev"
+    corpus = [json.loads(x) for x in (dev / "corpus.jsonl").read_text().splitlines()]
+    queries = [json.loads(x) for x in (dev / "queries.jsonl").read_text().splitlines()]
+    qrels = [line.split("\t") for line in (dev / "qrels" / "dev.tsv").read_text().splitlines()[1:]]
+    # one query per dev document, its title, relevant to every passage of that document and nothing else
+    titles = sorted({c["title"] for c in corpus})
+    assert sorted(q["text"] for q in queries) == titles and m["counts"]["dev"]["queries"] == len(titles)
+    text = {q["_id"]: q["text"] for q in queries}
+    for qid, cid, score in qrels:
+        assert score == "1" and next(c["title"] for c in corpus if c["_id"] == cid) == text[qid]
+    assert len(qrels) == len(corpus)
+    # a run made before the setting existed (no dev_titles in its manifest) still resumes
+    build_pairs(tmp_path / "old", settings(docs, tiny_llama, templates=()))
+    manifest = json.loads((tmp_path / "old" / "manifest.json").read_text())
+    del manifest["settings"]["dev_titles"]
+    (tmp_path / "old" / "manifest.json").write_text(json.dumps(manifest))
+    build_pairs(tmp_path / "old", settings(docs, tiny_llama, templates=()))
+    with pytest.raises(OutputExistsError, match=r"dev_titles False \(now True\)"):
+        build_pairs(tmp_path / "old", settings(docs, tiny_llama, templates=(), dev_titles=True))
+
+
 def test_foreign_folder_is_refused_untouched(tmp_path, tiny_llama):
     docs = write_docs(tmp_path / "docs.jsonl")
     out = tmp_path / "out"

@@ -64,6 +64,9 @@ def pairs_command(
         bool, typer.Option("--keep-short/--drop-short", help="Pairs with too few negatives: keep or drop.")
     ] = False,
     dev_fraction: Annotated[float, typer.Option(help="Documents in the dev split.")] = 0.1,
+    dev_titles: Annotated[
+        bool, typer.Option("--dev-titles", help="Dev titles are dev queries too (runs without --templates).")
+    ] = False,
     seed: Annotated[int, typer.Option()] = 0,
     threads: Annotated[int, typer.Option(help="CPU threads for generation.")] = 2,
     device: Annotated[
@@ -109,6 +112,7 @@ def pairs_command(
         margin=margin,
         keep_short=keep_short,
         dev_fraction=dev_fraction,
+        dev_titles=dev_titles,
         seed=seed,
         threads=threads,
         device=device,

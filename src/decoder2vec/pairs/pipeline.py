@@ -104,9 +104,9 @@ def check_out(out: Path, settings: PairsSettings) -> dict | None:
         if (out / name).is_symlink():
             raise OutputExistsError(f"{out / name} is a symbolic link decoder2vec did not make; remove it")
     new = settings.recorded()
-    differences = [
-        f"{k} {old['settings'].get(k)!r} (now {new[k]!r})" for k in new if old["settings"].get(k) != new[k]
-    ]
+    # a setting added after the run was made reads as its default, so older runs still resume
+    before = {**PairsSettings(sources=[]).recorded(), **old["settings"]}
+    differences = [f"{k} {before.get(k)!r} (now {new[k]!r})" for k in new if before.get(k) != new[k]]
     if not differences:
         return old
     if not settings.overwrite:
@@ -281,7 +281,17 @@ def build_pairs(out: str | Path, s: PairsSettings) -> dict:
 
     # split, negatives, files
     train = [p for p in pairs if not dev_docs[p.doc]]
-    dev_queries = [p for p in synthetic if dev_docs[p.doc]]
+    # dev queries: (text, relevant passages)
+    dev_queries = [(p.query, [p.anchor]) for p in synthetic if dev_docs[p.doc]]
+    if s.dev_titles:
+        by_doc: dict[int, list[int]] = {}
+        for i, p in enumerate(passages):
+            by_doc.setdefault(p.doc, []).append(i)
+        dev_queries += [
+            (docs[d].title.strip(), anchors)
+            for d, anchors in sorted(by_doc.items())
+            if dev_docs[d] and docs[d].title.strip()
+        ]
     negatives = [[] for _ in train]
     short = 0
     if s.negatives and s.miner != "none" and train:
@@ -359,7 +369,8 @@ def build_pairs(out: str | Path, s: PairsSettings) -> dict:
 
 
 def write_dev(out: Path, s: PairsSettings, docs, passages, dev_docs, dev_queries) -> dict:
-    """The dev split as a BEIR folder: synthetic queries of dev documents against every dev passage."""
+    """The dev split as a BEIR folder: synthetic queries of dev documents (and their titles, with
+    ``dev_titles``) against every dev passage. ``dev_queries``: (query, relevant passage indices)."""
     dev_passages = [i for i, p in enumerate(passages) if dev_docs[p.doc]]
     counts = {"documents": int(dev_docs.sum()), "corpus": len(dev_passages), "queries": len(dev_queries)}
     if s.dev_fraction == 0:
@@ -374,9 +385,9 @@ def write_dev(out: Path, s: PairsSettings, docs, passages, dev_docs, dev_queries
             {"_id": pid(i), "title": docs[passages[i].doc].title, "text": passages[i].text}
             for i in dev_passages
         ]
-        queries = [{"_id": f"q{n}", "text": p.query} for n, p in enumerate(dev_queries)]
+        queries = [{"_id": f"q{n}", "text": q} for n, (q, _) in enumerate(dev_queries)]
         qrels = "query-id\tcorpus-id\tscore\n" + "".join(
-            f"q{n}\t{pid(p.anchor)}\t1\n" for n, p in enumerate(dev_queries)
+            f"q{n}\t{pid(i)}\t1\n" for n, (_, relevant) in enumerate(dev_queries) for i in relevant
         )
         dump = lambda rows: "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         (folder / "corpus.jsonl").write_text(dump(corpus), encoding="utf-8")

@@ -52,6 +52,9 @@ class PairsSettings:
     keep_short: bool = False  # keep pairs with fewer than `negatives` negatives (else dropped)
     # split
     dev_fraction: float = 0.1
+    # Each dev document's title also becomes a dev query, relevant to all the document's passages: a dev
+    # split for runs without synthetic queries (a CPU run with --templates none), whose dev has none else.
+    dev_titles: bool = False
     seed: int = 0
     # runtime
     threads: int = 2

@@ -52,7 +52,9 @@ class StageConfig:
     keep_checkpoints: int = 2
     # None: on a GPU only when the estimated activations would not fit (training/memory.py); off on CPU
     gradient_checkpointing: bool | None = None
-    dtype: str | None = None  # None: bf16 autocast on GPUs that have it, fp32 on CPU
+    dtype: str | None = (
+        None  # None: bf16 autocast on GPUs that have it, fp32 on CPU (bfloat16: autocast there too)
+    )
     merge: bool = True  # also write the base model with this stage's adapter merged in
     eval_every: int = 100  # steps between evaluations (0: only at the end); they also run at the end
     # Checkpoint selection on a retrieval dev set (a BEIR folder, docs/evaluation.md): scored every
