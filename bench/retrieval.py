@@ -128,6 +128,7 @@ def main() -> None:
     parser.add_argument("--dtype", default=None, help="encoder dtype (default: fp32 on CPU, bf16 on a GPU)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--pairs-manifest", type=Path, help="a `decoder2vec pairs` manifest.json to report")
+    parser.add_argument("--results", default="retrieval", help="bench/results/NAME.json (default retrieval)")
     args = parser.parse_args()
 
     from decoder2vec.evaluation.retrieval import evaluate_bm25, evaluate_retrieval
@@ -162,7 +163,7 @@ def main() -> None:
         manifest = json.loads(args.pairs_manifest.read_text())
         counts = manifest.get("counts", {})
         results["pairs"] = {"counts": counts, "generation": manifest.get("generation")}
-    write_results("retrieval", results)
+    write_results(args.results, results)
 
     print(
         f"\n{'system':<22}{'width':>7}{'nDCG@10':>9}{'R@10':>7}{'R@100':>7}{'MRR@10':>8}{'STS-B':>7}{'SICK-R':>8}"

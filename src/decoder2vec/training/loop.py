@@ -23,11 +23,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from decoder2vec.backbone.precision import cpu_kernels
 from decoder2vec.io import append_line, check_inside, replace_folder
 from decoder2vec.training import checkpoint as ckpt
 from decoder2vec.training.config import StageConfig
 from decoder2vec.training.data.sampling import BatchPlan
-from decoder2vec.training.errors import ResumeMismatchError, TrainingError
+from decoder2vec.training.errors import ResumeMismatchError, SettingError, TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,21 @@ def make_accelerator(cfg: StageConfig):
         # opt-in on CPU: with AMX or AVX512-BF16 the matmuls run several times faster than fp32, elsewhere
         # they may run slower, and fp32 stays the default so CPU results do not change under anyone's feet
         use_bf16 = cfg.dtype == "bfloat16"
+        if use_bf16 and cpu_kernels()["bf16"] is None:
+            raise SettingError(
+                "dtype=bfloat16 on this CPU would be emulated (no AVX512-BF16 or AMX), slower than float32; "
+                "leave dtype unset (float32)"
+            )
+    # accelerate keeps one process-wide state and refuses an Accelerator of another precision; `convert`
+    # runs its stages in one process, each with its own dtype, so a stage that changes it starts a fresh
+    # state (the process group, PartialState, is kept)
+    from accelerate.state import AcceleratorState
+
+    precision = "bf16" if use_bf16 else "no"
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != precision:
+        AcceleratorState._reset_state()
     # cpu=True is what makes accelerate run multi-process CPU jobs (torchrun without GPUs) as DDP over gloo.
-    return Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not cuda)
+    return Accelerator(mixed_precision=precision, cpu=not cuda)
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
