@@ -144,3 +144,15 @@ def test_matryoshka_gradient_reaches_only_through_prefixes():
     b = torch.randn(4, 10, dtype=torch.float64)
     matryoshka_loss(lambda x, y: simcse_loss(x, y, 0.05), (a, b), [4, 2]).backward()
     assert a.grad[:, 4:].abs().max() == 0 and a.grad[:, :4].abs().max() > 0
+
+
+def test_similarities_stay_fp32_under_bf16_autocast():
+    from decoder2vec.training.losses import info_nce, similarity_kl
+
+    g = torch.Generator().manual_seed(0)
+    q, c = torch.randn(8, 64, generator=g), torch.randn(16, 64, generator=g)
+    exact = info_nce(q, c, 0.02)
+    kl = similarity_kl(q, c[:8])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(info_nce(q, c, 0.02), exact, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(similarity_kl(q, c[:8]), kl, rtol=1e-6, atol=1e-6)
