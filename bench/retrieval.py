@@ -81,7 +81,15 @@ def binary_rescored(q: np.ndarray, d: np.ndarray, data, doc_ids: list[str]) -> d
 
 
 def score_encoder(
-    name: str, model: str, data, dims: list[int], sts: bool, batch_size: int, sts_dev: bool = False, **load
+    name: str,
+    model: str,
+    data,
+    dims: list[int],
+    sts: bool,
+    batch_size: int,
+    sts_dev: bool = False,
+    dev: Path | None = None,
+    **load,
 ) -> dict:
     from decoder2vec import Encoder
     from decoder2vec.evaluation.metrics import dense_run, run_scores
@@ -109,6 +117,12 @@ def score_encoder(
     if sts_dev:  # selection data: STS-B dev (the 1-point condition) and SICK trial
         row["STS-B dev"] = sts_spearman(encoder, load_stsb(SHARED / "stsbenchmark" / "sts-dev.csv"))
         row["SICK trial"] = sts_spearman(encoder, load_sick(SHARED / "sick2014" / "SICK_trial.txt"))
+    if dev is not None:  # selection data: a retrieval dev folder (e.g. the pair engine's dev/)
+        from decoder2vec.evaluation.retrieval import evaluate_retrieval
+
+        row["retrieval dev"] = evaluate_retrieval(
+            encoder, dev, query_instruction=QUERY_INSTRUCTION, batch_size=batch_size
+        )
     print(f"  {name}: {json.dumps(row['width'][str(q.shape[1])])} ({seconds:.0f}s)", flush=True)
     return row
 
@@ -124,6 +138,7 @@ def main() -> None:
     parser.add_argument(
         "--sts-dev", action="store_true", help="also STS-B dev and SICK trial (selection data)"
     )
+    parser.add_argument("--dev", type=Path, help="also score a retrieval dev BEIR folder (selection data)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--dtype", default=None, help="encoder dtype (default: fp32 on CPU, bf16 on a GPU)")
     parser.add_argument("--device", default=None)
@@ -156,6 +171,7 @@ def main() -> None:
             not args.no_sts,
             args.batch_size,
             sts_dev=args.sts_dev,
+            dev=args.dev,
             dtype=args.dtype,
             device=args.device,
         )
@@ -177,6 +193,19 @@ def main() -> None:
             print(
                 f"{name if k == 0 else '':<22}{width:>7}{m['ndcg_at_10']:>9.1f}{m['recall_at_10']:>7.1f}"
                 f"{m['recall_at_100']:>7.1f}{m['mrr_at_10']:>8.1f}{sts if k == 0 else ''}"
+            )
+    selection = {n: r for n, r in results["rows"].items() if "STS-B dev" in r or "retrieval dev" in r}
+    if selection:
+        print(f"\nselection data\n{'system':<22}{'dev nDCG@10':>12}{'STS-B dev':>10}{'SICK trial':>11}")
+        for name, row in selection.items():
+            cells = [
+                row.get("retrieval dev", {}).get("ndcg_at_10"),
+                row.get("STS-B dev"),
+                row.get("SICK trial"),
+            ]
+            print(
+                f"{name:<22}"
+                + "".join(f"{'-' if c is None else f'{c:.1f}':>{w}}" for c, w in zip(cells, (12, 10, 11)))
             )
 
 
