@@ -52,7 +52,6 @@ from decoder2vec.backbone.layers import truncate_layers
 from decoder2vec.encoder_config import ENCODER_CONFIG, default_max_length, model_context, read_encoder_config
 from decoder2vec.errors import ModelLoadError
 from decoder2vec.io import json_safe, write_file_atomic, write_json_atomic
-from decoder2vec.training.config import DistillConfig, to_dict
 from decoder2vec.training.data.corpus import read_distill_texts
 from decoder2vec.training.data.sampling import BatchPlan, shard
 from decoder2vec.training.distributed import gather_with_grad
@@ -62,6 +61,7 @@ from decoder2vec.training.losses import distill_loss
 from decoder2vec.training.modules import add_lora
 from decoder2vec.training.recipes.common import StageResult, load_for_training, save_adapter
 from decoder2vec.training.recipes.contrastive import ContrastiveBatch, ContrastiveRecipe
+from decoder2vec.training.settings import DistillConfig, to_dict
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 
 from decoder2vec.backbone.cache import replace_folder
-from decoder2vec.training.config import MNTPConfig
 from decoder2vec.training.data.chunking import chunk_blocks, tokenize_documents, train_eval_split
 from decoder2vec.training.data.corpus import read_texts
 from decoder2vec.training.data.sampling import BatchPlan, shard
@@ -26,6 +25,7 @@ from decoder2vec.training.recipes.common import (
     load_for_training,
     save_adapter,
 )
+from decoder2vec.training.settings import MNTPConfig
 
 
 class Masker:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 
-from decoder2vec.training.config import SimCSEConfig
 from decoder2vec.training.data.collate import concat_batches
 from decoder2vec.training.data.corpus import read_sentences
 from decoder2vec.training.data.sampling import BatchPlan, shard
@@ -16,6 +15,7 @@ from decoder2vec.training.distributed import gather_with_grad
 from decoder2vec.training.losses import simcse_loss
 from decoder2vec.training.recipes.common import StageResult
 from decoder2vec.training.recipes.contrastive import ContrastiveBatch, ContrastiveRecipe
+from decoder2vec.training.settings import SimCSEConfig
 
 
 class SimCSERecipe(ContrastiveRecipe):

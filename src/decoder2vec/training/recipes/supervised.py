@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 
-from decoder2vec.training.config import SupervisedConfig
 from decoder2vec.training.data.collate import concat_batches
 from decoder2vec.training.data.pairs import collate_pairs, read_pairs, task_groups
 from decoder2vec.training.data.sampling import BatchPlan, shard
@@ -21,6 +20,7 @@ from decoder2vec.training.errors import CorpusError
 from decoder2vec.training.losses import false_negative_mask, hard_negative_loss
 from decoder2vec.training.recipes.common import StageResult
 from decoder2vec.training.recipes.contrastive import ContrastiveBatch, ContrastiveRecipe
+from decoder2vec.training.settings import SupervisedConfig
 
 
 class SupervisedRecipe(ContrastiveRecipe):
