@@ -1,16 +1,15 @@
-"""The stage registry, recipe files and ``--set``. The settings dataclasses are ``settings.py``'s and the
-checks of their values ``checks.py``'s (both re-exported here); neither imports this module, so the recipes,
-which use them, do not depend on the registry that names the recipes.
+"""Recipe files to settings: YAML recipes (a shipped name or a path) read into the settings dataclasses,
+every value type-checked (:func:`from_dict`), and ``--set key=value`` overrides checked the same way.
+
+The settings dataclasses (``settings.py``), the checks of their values (``checks.py``) and the stage registry
+with ``run_stage`` (``stages.py``) are re-exported here; the command-line flags are ``cli.py``'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import types
 import typing
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +30,18 @@ from decoder2vec.training.settings import (
     SupervisedConfig,
     to_dict,
 )
+from decoder2vec.training.stages import STAGES, StageSpec, run_stage
+
+# Rates measured to work for short CPU runs (each settings class's CPU_RATE).
+CPU_RATES = {name: spec.config.CPU_RATE for name, spec in STAGES.items()}
 
 __all__ = [
     "CPU_RATES",
+    "RECIPE_DIR",
+    "RETRIEVAL_RECIPE",
     "SELECTION_KEYS",
     "SHORT_RUN_BUDGET",
     "STAGES",
-    "CliOption",
     "ContrastiveConfig",
     "DistillConfig",
     "LoraSettings",
@@ -54,174 +58,11 @@ __all__ = [
     "load_pipeline",
     "load_stage",
     "recipe_path",
+    "run_stage",
     "short_run_warning",
     "to_dict",
     "with_corpus",
 ]
-
-
-# ---------------------------------------------------------------------------------------- the stage registry
-@dataclass(frozen=True)
-class CliOption:
-    """A flag of ``decoder2vec train <stage>`` that sets the stage setting ``field``."""
-
-    field: str
-    flags: tuple[str, ...]
-    type: Any
-    help: str = ""
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    """Everything the package knows about one training stage.
-
-    :data:`STAGES` is the one list of stages: the pipeline settings (``settings.PipelineConfig``), recipe files,
-    ``convert`` and its input checks, the ``train`` commands and ``convert``'s per-stage flags are all read
-    from it, so a new stage is a config class, a recipe module and one entry there.
-    """
-
-    name: str
-    config: type  # the settings dataclass
-    runner: str  # "module:function": (cfg, out_dir, *, resume, overwrite, callbacks) -> StageResult
-    # (cfg, pipeline | None) -> None: read the data and check what can be checked before any model loads
-    check_inputs: Callable[[Any, Any], None]
-    help: str  # `decoder2vec train <name>`'s help
-    data_help: str
-    convert_data_help: str
-    options: tuple[CliOption, ...] = ()
-    model_flags: tuple[str, ...] = ("--model",)
-    model_help: str = "Model folder, GGUF file, alias or hub id."
-    merge: bool | None = True  # default of --merge/--no-merge; None: no such flag
-    output: str = "encoder"  # what the run's merged output is called in the command's report
-    in_default_pipeline: bool = True
-    optional: bool = False  # convert skips the stage (and records why) when it has no data
-    # convert: True, the stage trains the pipeline's model with the previous stages' adapters merged in;
-    # False, it turns the encoder made so far into another model and must come last (distill).
-    continues_pipeline: bool = True
-
-    def run(self, cfg, out_dir, **kwargs):
-        module, _, function = self.runner.partition(":")
-        return getattr(importlib.import_module(module), function)(cfg, out_dir, **kwargs)
-
-
-def _check_texts(cfg: StageConfig, pipeline=None) -> None:
-    from decoder2vec.training.data.corpus import read_texts
-
-    read_texts(cfg.data, cfg.text_field)
-
-
-def _check_sentences(cfg: SimCSEConfig, pipeline=None) -> None:
-    from decoder2vec.training.data.corpus import read_sentences
-
-    read_sentences(cfg.data, cfg.text_field, cfg.min_words)
-
-
-def _check_pairs(cfg: SupervisedConfig, pipeline=None) -> None:
-    from decoder2vec.training.data.pairs import read_pairs
-
-    read_pairs(cfg.data, cfg.num_negatives, tuple(cfg.symmetric_tasks))
-
-
-def _check_distill(cfg: DistillConfig, pipeline=None) -> None:
-    from decoder2vec.training.recipes.distill import check_inputs
-
-    check_inputs(cfg, pipeline)
-
-
-_MINI_BATCH = CliOption(
-    "mini_batch_size",
-    ("--mini-batch-size",),
-    int | None,
-    "GradCache micro-batch size (same gradient, less memory).",
-)
-
-STAGES: dict[str, StageSpec] = {
-    spec.name: spec
-    for spec in (
-        StageSpec(
-            "mntp",
-            MNTPConfig,
-            "decoder2vec.training.recipes.mntp:run_mntp",
-            _check_texts,
-            help="Masked next token prediction with LoRA on the bidirectional model.",
-            data_help="Text/JSONL file or folder, 'wiki' (offline corpus) or hf:NAME.",
-            convert_data_help="MNTP corpus (default: offline Wikipedia).",
-            options=(
-                CliOption("mask_strategy", ("--mask-strategy",), str | None, "bert or all_mask."),
-                CliOption("mask_probability", ("--mask-probability",), float | None),
-                CliOption("mask_token", ("--mask-token",), str | None, "blank ('_'), eos, pad or new."),
-            ),
-            merge=False,
-            output="merged model",
-        ),
-        StageSpec(
-            "simcse",
-            SimCSEConfig,
-            "decoder2vec.training.recipes.simcse:run_simcse",
-            _check_sentences,
-            help="Unsupervised SimCSE (pass the MNTP adapter with --adapter).",
-            data_help="One sentence per line (.txt/.jsonl), or 'wiki'.",
-            convert_data_help="SimCSE sentences (default: offline Wikipedia).",
-            options=(_MINI_BATCH,),
-        ),
-        StageSpec(
-            "supervised",
-            SupervisedConfig,
-            "decoder2vec.training.recipes.supervised:run_supervised",
-            _check_pairs,
-            help="Supervised contrastive learning with hard negatives (pass the MNTP adapter with --adapter).",
-            data_help="JSONL of {query, positive, negatives, instruction, task}.",
-            convert_data_help="Supervised JSONL; the stage runs only when given.",
-            options=(_MINI_BATCH,),
-            optional=True,
-        ),
-        StageSpec(
-            "distill",
-            DistillConfig,
-            "decoder2vec.training.recipes.distill:run_distill",
-            _check_distill,
-            help="Distill an encoder into a smaller, faster student that gives the teacher's embeddings.",
-            data_help="Unlabeled text: .txt/.jsonl file or folder, hf:NAME, or 'wiki' (article leads and their "
-            "sentences).",
-            convert_data_help="Distillation texts (default: offline Wikipedia leads and sentences).",
-            options=(
-                CliOption(
-                    "teacher",
-                    ("--teacher",),
-                    str | None,
-                    "Teacher: a decoder2vec encoder (folder, alias, GGUF) or a sentence-transformers folder.",
-                ),
-                CliOption(
-                    "student_layers",
-                    ("--student-layers",),
-                    int | None,
-                    "Keep only the student's first N decoder layers.",
-                ),
-                CliOption("distill_loss", ("--distill-loss",), str | None, "cosine or mse."),
-                CliOption(
-                    "full_finetune",
-                    ("--full-finetune/--lora",),
-                    bool | None,
-                    "Train every weight but the input embeddings, or a LoRA (default).",
-                ),
-                CliOption(
-                    "projection",
-                    ("--projection/--no-projection",),
-                    bool | None,
-                    "A learned linear map after the student's pooling, saved with it (default: only when "
-                    "the widths differ).",
-                ),
-                CliOption("pooling", ("--pooling",), str | None, "Student pooling (default: the teacher's)."),
-                _MINI_BATCH,
-            ),
-            model_flags=("--student",),
-            model_help="Student: a decoder folder, GGUF, alias or hub id (default: the teacher's backbone).",
-            merge=None,
-            in_default_pipeline=False,
-            continues_pipeline=False,
-        ),
-    )
-}
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -324,10 +165,6 @@ def apply_overrides(cfg, assignments: list[str] | None, prefix: str | None = Non
         else:
             raise error
     return cfg
-
-
-# Rates measured to work for short CPU runs (each settings class's CPU_RATE).
-CPU_RATES = {name: spec.config.CPU_RATE for name, spec in STAGES.items()}
 
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "resources" / "recipes"

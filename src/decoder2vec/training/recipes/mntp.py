@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -21,7 +20,6 @@ from decoder2vec.training.masking import (
 from decoder2vec.training.modules import MNTPModel, add_lora
 from decoder2vec.training.recipes.common import (
     Recipe,
-    StageResult,
     load_for_training,
     save_adapter,
 )
@@ -155,15 +153,3 @@ class MNTPRecipe(Recipe):
             out_dir / "merged", lambda tmp: (lm.save_pretrained(tmp), tokenizer.save_pretrained(tmp))
         )
         return adapter, merged
-
-
-def run_mntp(
-    cfg: MNTPConfig,
-    out_dir: str | Path,
-    *,
-    resume: bool = False,
-    overwrite: bool = False,
-    callbacks: Sequence[Callable[[int], None]] = (),
-) -> StageResult:
-    """Train MNTP and write ``out_dir/adapter`` (and ``out_dir/merged`` with ``cfg.merge``)."""
-    return MNTPRecipe(cfg).run(out_dir, resume=resume, overwrite=overwrite, callbacks=callbacks)
