@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
-from decoder2vec.training.config import apply_overrides, from_dict, load_pipeline, load_stage
+from decoder2vec.training.loading import apply_overrides, from_dict, load_pipeline, load_stage
 from decoder2vec.training.stages import STAGES, StageSpec, run_stage
 
 ConfigOpt = Annotated[

@@ -39,8 +39,8 @@ from decoder2vec.encoder_config import is_encoder_file
 from decoder2vec.io import replace_entries, write_file_atomic
 from decoder2vec.training.checkpoint import RUN_FILE, identity_diff, read_record
 from decoder2vec.training.checks import check_stage
-from decoder2vec.training.config import from_dict
 from decoder2vec.training.errors import OutputExistsError, ResumeMismatchError, SettingError, TrainingError
+from decoder2vec.training.loading import from_dict
 from decoder2vec.training.recipes.common import read_retrieval_dev
 from decoder2vec.training.settings import ContrastiveConfig, PipelineConfig, to_dict
 from decoder2vec.training.stages import STAGES, run_stage
