@@ -1,7 +1,8 @@
 """What settings values are possible: :func:`check_stage`, run before a stage loads anything (by every
 recipe, and by ``convert`` for all its stages before the first one starts).
 
-Imports only the settings, so every recipe may use it without depending on the stage registry.
+Imports the settings (and, when a check needs them, the pooling modes and retrieval metrics), never the
+stage registry: every recipe uses it, and the registry names the recipes.
 """
 
 from __future__ import annotations
