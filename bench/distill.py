@@ -144,7 +144,7 @@ def minilm_transfer(args, sets: dict) -> dict:
     from sentence_transformers import SentenceTransformer
 
     from decoder2vec import Encoder
-    from decoder2vec.training.recipes.distill import run_distill
+    from decoder2vec.training import run_distill
 
     teacher_folder = minilm_path()
     minilm = SentenceTransformer(teacher_folder, device="cpu", local_files_only=True)
@@ -242,7 +242,7 @@ def main() -> None:
     from decoder2vec import Encoder
     from decoder2vec.backbone.layers import truncate_layers
     from decoder2vec.backbone.loading import load_backbone, resolve_model_path
-    from decoder2vec.training.recipes.distill import run_distill
+    from decoder2vec.training import run_distill
 
     sets = load_sets(args.data_dir, args.pairs)
     speed_texts = sts_sentences(args.speed_texts)

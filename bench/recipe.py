@@ -90,9 +90,8 @@ def main() -> None:
 
     from decoder2vec import Encoder
     from decoder2vec.backbone.loading import load_backbone
+    from decoder2vec.training import run_mntp, run_simcse
     from decoder2vec.training.config import MNTPConfig, SimCSEConfig
-    from decoder2vec.training.recipes.mntp import run_mntp
-    from decoder2vec.training.recipes.simcse import run_simcse
 
     sets = {
         "STS-B": load_stsb(args.data_dir / "stsbenchmark" / "sts-test.csv"),

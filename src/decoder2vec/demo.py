@@ -168,8 +168,8 @@ def convert_briefly(
 ) -> Path:
     """A shortened LLM2Vec conversion; a finished one in ``out`` with the same settings is reused, an
     interrupted one resumed, and a finished demo run with other settings is redone."""
-    from decoder2vec.training.config import apply_overrides, load_pipeline
     from decoder2vec.training.errors import TrainingError
+    from decoder2vec.training.loading import apply_overrides, load_pipeline
     from decoder2vec.training.recipes.pipeline import convert
 
     cfg = load_pipeline("demo")  # resources/recipes/demo.yaml

@@ -2,9 +2,8 @@
 
 import sys
 
+from decoder2vec.training import run_simcse, run_supervised
 from decoder2vec.training.config import LoraSettings, SimCSEConfig, SupervisedConfig
-from decoder2vec.training.recipes.simcse import run_simcse
-from decoder2vec.training.recipes.supervised import run_supervised
 
 
 def configs(model: str, sentences: str, pairs: str, batch_size: int):

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from decoder2vec.training import checkpoint as ckpt
+from decoder2vec.training import run_mntp
 from decoder2vec.training.config import LoraSettings, MNTPConfig
 from decoder2vec.training.errors import ResumeMismatchError, TrainingError
-from decoder2vec.training.recipes.mntp import run_mntp
 
 
 class Payload:

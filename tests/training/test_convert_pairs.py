@@ -183,11 +183,11 @@ def test_sigkill_in_pairs_then_in_supervised_resumes_to_the_uninterrupted_result
         head
         + f"""
         import decoder2vec.training.recipes.supervised as S
-        run = S.run_supervised
+        run = S.SupervisedRecipe.run
         def kill(step):
             if step == 2:
                 os.kill(os.getpid(), signal.SIGKILL)
-        S.run_supervised = lambda cfg, out, **kw: run(cfg, out, callbacks=[kill], **kw)
+        S.SupervisedRecipe.run = lambda self, out, callbacks=(), **kw: run(self, out, callbacks=[kill], **kw)
         CliRunner().invoke(app, ["convert", "--out", {str(out)!r}, "--resume"], catch_exceptions=False)
     """
     )

@@ -10,9 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from decoder2vec.training import run_simcse, run_supervised
 from decoder2vec.training.losses import simcse_loss
-from decoder2vec.training.recipes.simcse import run_simcse
-from decoder2vec.training.recipes.supervised import run_supervised
 
 from .ddp_worker import configs
 

@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from decoder2vec.training import run_distill
 from decoder2vec.training.config import DistillConfig, LoraSettings
 from decoder2vec.training.losses import distill_loss, matryoshka_loss
-from decoder2vec.training.recipes.distill import TEACHER_CACHE, run_distill
+from decoder2vec.training.recipes.distill import TEACHER_CACHE
 from tests.training.killing import run_until_killed
 
 HELD_OUT = [
@@ -314,7 +315,7 @@ def test_resume_after_a_crash_is_exact(teacher, text_corpus, tmp_path, monkeypat
 def test_resume_after_sigkill_is_exact(teacher, text_corpus, tmp_path):
     cfg = config(teacher, text_corpus, full_finetune=True)
     run_distill(cfg, tmp_path / "straight")
-    run_until_killed(cfg, "decoder2vec.training.recipes.distill:run_distill", tmp_path / "killed", step=5)
+    run_until_killed(cfg, "distill", tmp_path / "killed", step=5)
     run_distill(cfg, tmp_path / "killed", resume=True)
     a = load_file(str(tmp_path / "straight" / "encoder" / "model.safetensors"))
     b = load_file(str(tmp_path / "killed" / "encoder" / "model.safetensors"))
@@ -413,7 +414,7 @@ def test_ddp_distillation_matches_one_process_with_the_full_batch(teacher, text_
         textwrap.dedent(f"""
         from decoder2vec.training.config import DistillConfig, LoraSettings
         from decoder2vec.training.distributed import end_distributed
-        from decoder2vec.training.recipes.distill import run_distill
+        from decoder2vec.training import run_distill
         cfg = DistillConfig(**{settings!r}, batch_size=4, lora=LoraSettings(r=4, alpha=8, dropout=0.0))
         run_distill(cfg, {str(tmp_path / "ddp")!r})
         end_distributed()

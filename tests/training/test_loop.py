@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
+from decoder2vec.training import run_simcse
 from decoder2vec.training.config import SimCSEConfig
-from decoder2vec.training.recipes.simcse import run_simcse
 
 BATCH = 4
 

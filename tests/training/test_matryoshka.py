@@ -8,11 +8,11 @@ import torch
 
 from decoder2vec.encoding.tokenization import tokenize_batch
 from decoder2vec.errors import ConfigError
+from decoder2vec.training import run_simcse
 from decoder2vec.training.config import SimCSEConfig
 from decoder2vec.training.gradcache import grad_cache_step, split_batch
 from decoder2vec.training.losses import matryoshka_loss, simcse_loss
 from decoder2vec.training.modules import embed
-from decoder2vec.training.recipes.simcse import run_simcse
 
 from .conftest import SENTENCES
 from .test_gradcache import grads, make_embedder

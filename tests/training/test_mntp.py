@@ -2,10 +2,11 @@ import torch
 
 from decoder2vec.backbone.loading import load_backbone
 from decoder2vec.encoding.tokenization import tokenize_batch
+from decoder2vec.training import run_mntp
 from decoder2vec.training.config import LoraSettings, MNTPConfig
 from decoder2vec.training.modules import Embedder, MNTPModel, add_lora, embed
 from decoder2vec.training.recipes.common import save_adapter
-from decoder2vec.training.recipes.mntp import Masker, run_mntp
+from decoder2vec.training.recipes.mntp import Masker
 from tests.training.reference import mntp_accuracy, mntp_loss
 
 from .conftest import SENTENCES, build_model
@@ -145,8 +146,8 @@ def test_bf16_base_trains_fp32_adapters(tiny_word_llama, text_corpus, tmp_path):
 
     from safetensors.torch import load_file
 
+    from decoder2vec.training import run_simcse
     from decoder2vec.training.config import SimCSEConfig
-    from decoder2vec.training.recipes.simcse import run_simcse
 
     common = {"model": str(tiny_word_llama), "data": str(text_corpus), "max_steps": 2, "dtype": "bfloat16"}
     mntp = run_mntp(

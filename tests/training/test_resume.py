@@ -6,10 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from decoder2vec.training import run_mntp, run_simcse, run_supervised
 from decoder2vec.training.config import LoraSettings, MNTPConfig, SimCSEConfig, SupervisedConfig
-from decoder2vec.training.recipes.mntp import run_mntp
-from decoder2vec.training.recipes.simcse import run_simcse
-from decoder2vec.training.recipes.supervised import run_supervised
 from tests.training.killing import run_until_killed
 
 
@@ -85,7 +83,7 @@ def test_resume_after_crash_matches_uninterrupted(stage, tiny_word_llama, text_c
 def test_resume_after_sigkill(tiny_word_llama, text_corpus, tmp_path):
     cfg = configs(tiny_word_llama, text_corpus, text_corpus)["mntp"][1]
     run_mntp(cfg, tmp_path / "straight")
-    run_until_killed(cfg, "decoder2vec.training.recipes.mntp:run_mntp", tmp_path / "killed", step=5)
+    run_until_killed(cfg, "mntp", tmp_path / "killed", step=5)
     assert sorted(p.name for p in (tmp_path / "killed").glob("checkpoint-*")) == [
         "checkpoint-00000002",
         "checkpoint-00000004",

@@ -11,10 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from decoder2vec.errors import DataFormatError, SettingError
-from decoder2vec.training import loop
+from decoder2vec.training import loop, run_mntp, run_simcse
 from decoder2vec.training.config import LoraSettings, MNTPConfig, SimCSEConfig
-from decoder2vec.training.recipes.mntp import run_mntp
-from decoder2vec.training.recipes.simcse import run_simcse
 from tests.training.conftest import SENTENCES
 
 

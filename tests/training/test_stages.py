@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from decoder2vec.cli import app
+from decoder2vec.training.cli import STAGE_FLAGS
 from decoder2vec.training.config import STAGES, PipelineConfig
 
 runner = CliRunner()
@@ -33,7 +34,7 @@ def test_the_registry_drives_the_commands_and_the_pipeline_settings():
         assert callable(getattr(training, f"run_{name}"))
         stage_help = runner.invoke(app, ["train", name, "--help"])
         assert stage_help.exit_code == 0
-        for option in spec.options:
+        for option in STAGE_FLAGS[name].options:
             assert option.flags[0].split("/")[0] in stage_help.output
     assert PipelineConfig().stages == ["mntp", "simcse", "supervised"]  # distill only when asked for
     distill_help = runner.invoke(app, ["train", "distill", "--help"]).output

@@ -4,8 +4,9 @@
 chunks are token ranges, and their character spans come from the offsets.
 
 - ``"tokens"``: windows of ``chunk_size`` tokens, consecutive windows sharing ``overlap`` tokens.
-- ``"sentences"``: sentences (end punctuation then whitespace, not after a common abbreviation or a
-  single initial; or a line break) grouped greedily up to ``chunk_size`` tokens; a sentence longer than
+- ``"sentences"``: sentences (:mod:`decoder2vec.sentences`, the training data's splitter: end punctuation,
+  whitespace, then a capital, digit, quote or parenthesis, not after a common abbreviation or a single
+  initial; or a line break) grouped greedily up to ``chunk_size`` tokens; a sentence longer than
   ``chunk_size`` is cut into ``chunk_size``-token pieces. With ``overlap``, a chunk starts with the
   trailing sentences of the previous one that fit in ``overlap`` tokens.
 
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from decoder2vec import sentences
 from decoder2vec.encoding.compact import OutputSpec, finish
 from decoder2vec.encoding.tokenization import SequenceBuilder
 
@@ -64,35 +65,6 @@ DEFAULT_CHUNK_SIZE = 256
 WINDOW_OVERLAP_FRACTION = 4
 # Documents tokenized per tokenizer call (bounds the offset lists held at once).
 TOKENIZE_BATCH = 256
-
-# End punctuation (optionally closed by quotes or brackets) then whitespace, CJK end punctuation, or a
-# line break: where the next sentence may start.
-_BOUNDARY = re.compile(r"[.!?…]+[\"'”’)\]]*\s+|[。！？]+\s*|\n\s*")
-_ABBREVIATIONS = frozenset(
-    [
-        "mr.",
-        "mrs.",
-        "ms.",
-        "dr.",
-        "st.",
-        "jr.",
-        "sr.",
-        "prof.",
-        "vs.",
-        "no.",
-        "nos.",
-        "c.",
-        "ca.",
-        "cf.",
-        "e.g.",
-        "i.e.",
-        "u.s.",
-        "fig.",
-        "vol.",
-        "al.",
-        "etc.",
-    ]
-)
 
 
 @dataclass(frozen=True)
@@ -156,20 +128,9 @@ def check_documents(documents: list, name: Callable[[int], str]) -> None:
 
 # ------------------------------------------------------------------ splitting
 def sentence_starts(text: str) -> list[int]:
-    """Character offsets where a sentence after the first may start (see the module doc)."""
-    starts = []
-    for match in _BOUNDARY.finditer(text):
-        end = match.end()
-        if end >= len(text):
-            break
-        punct = match.group()
-        if punct[0] in ".!?…" and "\n" not in punct:
-            before = text[max(0, match.start() - 40) : match.start() + 1].split()  # the word before
-            word = before[-1].lower() if before else ""
-            if word in _ABBREVIATIONS or re.fullmatch(r"\w\.", word) or text[end].islower():
-                continue
-        starts.append(end)
-    return starts
+    """Character offsets where a sentence after the first may start: the sentence boundaries of
+    :mod:`decoder2vec.sentences` (the training data's splitter) and line breaks."""
+    return sentences.sentence_starts(text, line_breaks=True)
 
 
 def _tokens(builder: SequenceBuilder, documents: list[str], instruction: str | None):

@@ -1,5 +1,5 @@
 """``PairsSettings``: every setting of a ``decoder2vec pairs`` run, in a module without heavy imports so that
-``convert``'s pipeline settings (training/config.py) can hold them as its ``pairs`` section."""
+``convert``'s pipeline settings (training/settings.py) can hold them as its ``pairs`` section."""
 
 from __future__ import annotations
 

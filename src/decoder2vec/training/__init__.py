@@ -2,11 +2,21 @@
 distillation into smaller students.
 
 Components (math, data, loop) live in this package's modules; the stage recipes that wire them to a
-backbone live in ``decoder2vec.training.recipes``; ``config.STAGES`` lists the stages (``run_<stage>`` here).
+backbone live in ``decoder2vec.training.recipes``; ``stages.STAGES`` lists the stages, and ``run_stage`` trains
+any of them (``run_<stage>`` here is ``run_stage("<stage>", ...)``).
 """
 
-from decoder2vec.training.config import (
-    STAGES,
+import functools
+
+from decoder2vec.training.errors import (
+    BatchSizeError,
+    CorpusError,
+    MissingColumnError,
+    OutputExistsError,
+    ResumeMismatchError,
+    TrainingError,
+)
+from decoder2vec.training.settings import (
     ContrastiveConfig,
     DistillConfig,
     LoraSettings,
@@ -16,14 +26,7 @@ from decoder2vec.training.config import (
     StageConfig,
     SupervisedConfig,
 )
-from decoder2vec.training.errors import (
-    BatchSizeError,
-    CorpusError,
-    MissingColumnError,
-    OutputExistsError,
-    ResumeMismatchError,
-    TrainingError,
-)
+from decoder2vec.training.stages import STAGES, run_stage
 
 __all__ = [
     "STAGES",
@@ -42,8 +45,9 @@ __all__ = [
     "SupervisedConfig",
     "TrainingError",
     "convert",
+    "run_stage",
 ]
-__all__ += [f"run_{name}" for name in STAGES]  # (loaded on first use, below)
+__all__ += [f"run_{name}" for name in STAGES]  # (aliases of run_stage, below)
 
 
 def __getattr__(name: str):
@@ -52,9 +56,7 @@ def __getattr__(name: str):
         from decoder2vec.training.recipes.pipeline import convert
 
         return convert
-    if name.startswith("run_") and name[4:] in STAGES:
-        import importlib
-
-        module, _, function = STAGES[name[4:]].runner.partition(":")
-        return getattr(importlib.import_module(module), function)
+    if name.startswith("run_") and name[4:] in STAGES:  # run_mntp(cfg, out_dir, ...): run_stage("mntp", ...)
+        runner = globals()[name] = functools.partial(run_stage, name[4:])
+        return runner
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,8 +1,9 @@
 """``decoder2vec train <stage>`` (the ``train_app`` group) and ``decoder2vec convert``.
 
-Both are built from the stage registry (``config.STAGES``): one ``train`` command per stage, with the flags
-every stage has plus its own, and ``convert``'s ``--<stage>-steps`` / ``--<stage>-data`` per stage.
-Flags override the recipe file (``--config``), which overrides the paper defaults in ``config.py``.
+Both are built from the stage registry (``stages.STAGES``) and each stage's flags here (:data:`STAGE_FLAGS`):
+one ``train`` command per stage, with the flags every stage has plus its own, and ``convert``'s
+``--<stage>-steps`` / ``--<stage>-data`` per stage. Flags override the recipe file (``--config``), which
+overrides the paper defaults in ``settings.py``.
 All commands run unchanged under ``accelerate launch`` / ``torchrun`` (DDP).
 """
 
@@ -12,19 +13,14 @@ import functools
 import inspect
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from decoder2vec.training.config import (
-    STAGES,
-    StageSpec,
-    apply_overrides,
-    from_dict,
-    load_pipeline,
-    load_stage,
-)
+from decoder2vec.training.loading import apply_overrides, from_dict, load_pipeline, load_stage
+from decoder2vec.training.stages import STAGES, StageSpec, run_stage
 
 ConfigOpt = Annotated[
     str | None,
@@ -60,13 +56,112 @@ SetOpt = Annotated[
 ]
 
 
+@dataclass(frozen=True)
+class CliOption:
+    """A flag of ``decoder2vec train <stage>`` that sets the stage setting ``field``."""
+
+    field: str
+    flags: tuple[str, ...]
+    type: Any
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class StageFlags:
+    """A stage's command line: ``train <stage>``'s help and own flags, and its ``convert --<stage>-data``."""
+
+    help: str  # `decoder2vec train <name>`'s help
+    data_help: str
+    convert_data_help: str
+    options: tuple[CliOption, ...] = ()
+    model_flags: tuple[str, ...] = ("--model",)
+    model_help: str = "Model folder, GGUF file, alias or hub id."
+    merge: bool | None = True  # default of --merge/--no-merge; None: no such flag
+    output: str = "encoder"  # what the run's merged output is called in the command's report
+
+
+_MINI_BATCH = CliOption(
+    "mini_batch_size",
+    ("--mini-batch-size",),
+    int | None,
+    "GradCache micro-batch size (same gradient, less memory).",
+)
+
+# One entry per registered stage (stages.STAGES).
+STAGE_FLAGS: dict[str, StageFlags] = {
+    "mntp": StageFlags(
+        help="Masked next token prediction with LoRA on the bidirectional model.",
+        data_help="Text/JSONL file or folder, 'wiki' (offline corpus) or hf:NAME.",
+        convert_data_help="MNTP corpus (default: offline Wikipedia).",
+        options=(
+            CliOption("mask_strategy", ("--mask-strategy",), str | None, "bert or all_mask."),
+            CliOption("mask_probability", ("--mask-probability",), float | None),
+            CliOption("mask_token", ("--mask-token",), str | None, "blank ('_'), eos, pad or new."),
+        ),
+        merge=False,
+        output="merged model",
+    ),
+    "simcse": StageFlags(
+        help="Unsupervised SimCSE (pass the MNTP adapter with --adapter).",
+        data_help="One sentence per line (.txt/.jsonl), or 'wiki'.",
+        convert_data_help="SimCSE sentences (default: offline Wikipedia).",
+        options=(_MINI_BATCH,),
+    ),
+    "supervised": StageFlags(
+        help="Supervised contrastive learning with hard negatives (pass the MNTP adapter with --adapter).",
+        data_help="JSONL of {query, positive, negatives, instruction, task}.",
+        convert_data_help="Supervised JSONL; the stage runs only when given.",
+        options=(_MINI_BATCH,),
+    ),
+    "distill": StageFlags(
+        help="Distill an encoder into a smaller, faster student that gives the teacher's embeddings.",
+        data_help="Unlabeled text: .txt/.jsonl file or folder, hf:NAME, or 'wiki' (article leads and their "
+        "sentences).",
+        convert_data_help="Distillation texts (default: offline Wikipedia leads and sentences).",
+        options=(
+            CliOption(
+                "teacher",
+                ("--teacher",),
+                str | None,
+                "Teacher: a decoder2vec encoder (folder, alias, GGUF) or a sentence-transformers folder.",
+            ),
+            CliOption(
+                "student_layers",
+                ("--student-layers",),
+                int | None,
+                "Keep only the student's first N decoder layers.",
+            ),
+            CliOption("distill_loss", ("--distill-loss",), str | None, "cosine or mse."),
+            CliOption(
+                "full_finetune",
+                ("--full-finetune/--lora",),
+                bool | None,
+                "Train every weight but the input embeddings, or a LoRA (default).",
+            ),
+            CliOption(
+                "projection",
+                ("--projection/--no-projection",),
+                bool | None,
+                "A learned linear map after the student's pooling, saved with it (default: only when "
+                "the widths differ).",
+            ),
+            CliOption("pooling", ("--pooling",), str | None, "Student pooling (default: the teacher's)."),
+            _MINI_BATCH,
+        ),
+        model_flags=("--student",),
+        model_help="Student: a decoder folder, GGUF, alias or hub id (default: the teacher's backbone).",
+        merge=None,
+    ),
+}
+
+
 def _overrides(cfg, **values) -> None:
     for key, value in values.items():
         if value is not None:
             setattr(cfg, key, list(value) if isinstance(value, (list, tuple)) else value)
 
 
-def _run_stage(spec: StageSpec, config, set_, out, resume: bool, overwrite: bool, **flags):
+def _train(spec: StageSpec, config, set_, out, resume: bool, overwrite: bool, **flags):
     """What every ``train`` command does: recipe file, then its flags, then ``--set``; run; report.
 
     ``--resume`` without ``--config`` starts from the settings the run in ``out`` recorded, so flags need
@@ -76,10 +171,10 @@ def _run_stage(spec: StageSpec, config, set_, out, resume: bool, overwrite: bool
         cfg = load_stage(spec.config, config, spec.name)
     _overrides(cfg, **flags)
     apply_overrides(cfg, set_, prefix=spec.name)
-    result = spec.run(cfg, out, resume=resume, overwrite=overwrite)
+    result = run_stage(spec, cfg, out, resume=resume, overwrite=overwrite)
     lines = [f"adapter: {result.adapter}"] if result.adapter else []
     if result.merged:
-        lines.append(f"{spec.output}: {result.merged}")
+        lines.append(f"{STAGE_FLAGS[spec.name].output}: {result.merged}")
     if result.selected:
         best = result.selected
         lines.append(
@@ -147,7 +242,8 @@ def _command(function, params: list[inspect.Parameter], name: str, doc: str):
 
 
 def stage_command(spec: StageSpec):
-    """``decoder2vec train <stage>``: the flags every stage has, then the registry entry's own."""
+    """``decoder2vec train <stage>``: the flags every stage has, then the stage's own (:data:`STAGE_FLAGS`)."""
+    own = STAGE_FLAGS[spec.name]
     fields: dict[str, str] = {}  # parameter -> stage setting
     params = [_param("out", OutOpt)]
 
@@ -155,29 +251,29 @@ def stage_command(spec: StageSpec):
         fields[name] = field
         params.append(_param(name, Annotated[kind, typer.Option(*flags, help=help)], default))
 
-    option("model", "model", str | None, spec.model_flags, spec.model_help)
+    option("model", "model", str | None, own.model_flags, own.model_help)
     params.append(_param("config", ConfigOpt, None))
-    option("data", "data", str | None, ("--data",), spec.data_help)
+    option("data", "data", str | None, ("--data",), own.data_help)
     option("steps", "max_steps", int | None, STEPS_FLAGS, STEPS_HELP)
     option("batch_size", "batch_size", int | None, ("--batch-size",), "Batch size per process.")
     option("max_seq_length", "max_seq_length", int | None, ("--max-seq-length",), "Tokens per sequence.")
     option("lr", "learning_rate", float | None, ("--lr", "--learning-rate"), "Peak learning rate.")
-    for extra in spec.options:
+    for extra in own.options:
         option(extra.field, extra.field, extra.type, extra.flags, extra.help or None)
     option("adapter", "adapters", list[str] | None, ("--adapter",), ADAPTER_HELP)
     option("seed", "seed", int | None, ("--seed",), None)
     params += [_param("resume", ResumeOpt, False), _param("overwrite", OverwriteOpt, False)]
-    if spec.merge is not None:
-        option("merge", "merge", bool, ("--merge/--no-merge",), MERGE_HELP, spec.merge)
+    if own.merge is not None:
+        option("merge", "merge", bool, ("--merge/--no-merge",), MERGE_HELP, own.merge)
     params.append(_param("set_", SetOpt, None))
 
     def command(**values) -> None:
         config, set_, out = values.pop("config"), values.pop("set_"), values.pop("out")
         resume, overwrite = values.pop("resume"), values.pop("overwrite")
-        flags = {fields[name]: value for name, value in values.items()}
-        _run_stage(spec, config, set_, out, resume, overwrite, **flags)
+        settings = {fields[name]: value for name, value in values.items()}
+        _train(spec, config, set_, out, resume, overwrite, **settings)
 
-    return _command(command, params, spec.name, spec.help)
+    return _command(command, params, spec.name, own.help)
 
 
 train_app = typer.Typer(
@@ -235,8 +331,8 @@ def _convert_params() -> list[inspect.Parameter]:
     for name in STAGES:
         params.append(_param(f"{name}_steps", Annotated[int | None, typer.Option(f"--{name}-steps")], None))
     params += [_param("batch_size", BatchOpt, None), _param("max_seq_length", LenOpt, None)]
-    for name, spec in STAGES.items():
-        flag = typer.Option(f"--{name}-data", help=spec.convert_data_help)
+    for name in STAGES:
+        flag = typer.Option(f"--{name}-data", help=STAGE_FLAGS[name].convert_data_help)
         params.append(_param(f"{name}_data", Annotated[str | None, flag], None))
     params += [
         _param("seed", SeedOpt, None),

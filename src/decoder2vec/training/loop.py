@@ -26,9 +26,9 @@ from tqdm.auto import tqdm
 from decoder2vec.backbone.precision import cpu_kernels
 from decoder2vec.io import append_line, check_inside, replace_folder
 from decoder2vec.training import checkpoint as ckpt
-from decoder2vec.training.config import StageConfig
 from decoder2vec.training.data.sampling import BatchPlan
 from decoder2vec.training.errors import ResumeMismatchError, SettingError, TrainingError
+from decoder2vec.training.settings import StageConfig
 
 log = logging.getLogger(__name__)
 

@@ -52,7 +52,7 @@ def activation_bytes(
 
 def sequences_per_backward(cfg: Any) -> int:
     """How many sequences one forward-with-gradients of a stage holds (see the module docstring)."""
-    from decoder2vec.training.config import SimCSEConfig, SupervisedConfig
+    from decoder2vec.training.settings import SimCSEConfig, SupervisedConfig
 
     views = 1
     if isinstance(cfg, SimCSEConfig):

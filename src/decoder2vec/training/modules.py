@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from decoder2vec.encoding.model import PooledModel, embed
-from decoder2vec.training.config import LoraSettings
 from decoder2vec.training.errors import SettingError
 from decoder2vec.training.losses import shift_labels
 from decoder2vec.training.masking import IGNORE_INDEX
+from decoder2vec.training.settings import LoraSettings
 
 
 def add_lora(model: nn.Module, settings: LoraSettings, seed: int | None = None) -> nn.Module:

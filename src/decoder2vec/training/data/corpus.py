@@ -15,11 +15,11 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from decoder2vec.io import iter_jsonl
+from decoder2vec.sentences import split_sentences
 from decoder2vec.training.errors import CorpusError, MissingColumnError
 
 WIKI_SOURCES = ("wiki", "wiki-offline")
@@ -85,43 +85,6 @@ def wiki_leads(language: str = "en-us", split: str = "all") -> list[tuple[str, s
         if extract and (split == "all" or wiki_split_of(title) == split):
             leads.append((title, extract))
     return leads
-
-
-# The training splitter, kept apart from encoding.chunking.sentence_starts on purpose: that one (CJK and
-# line-break boundaries, a longer abbreviation list, character offsets) splits 228 of the 10,033 English
-# wiki leads differently, so sharing it would change the SimCSE sentences and the shipped cpu-2h recipe
-# would no longer reproduce its encoder byte for byte (BENCHMARKS.md, "Reproduction").
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
-_ABBREVIATIONS = {
-    "mr.",
-    "mrs.",
-    "ms.",
-    "dr.",
-    "st.",
-    "jr.",
-    "sr.",
-    "prof.",
-    "vs.",
-    "no.",
-    "c.",
-    "ca.",
-    "e.g.",
-    "i.e.",
-    "u.s.",
-}
-
-
-def split_sentences(text: str, min_words: int = 4) -> list[str]:
-    """Rule-based sentence split (end punctuation, whitespace, then a capital or digit), not after common
-    abbreviations or single initials ("Mr.", "J."); fragments under ``min_words`` words are dropped."""
-    sentences: list[str] = []
-    for piece in _SENTENCE_END.split(text):
-        last = sentences[-1].split()[-1].lower() if sentences else ""
-        if sentences and (last in _ABBREVIATIONS or re.fullmatch(r"[a-z]\.", last)):
-            sentences[-1] += " " + piece
-        else:
-            sentences.append(piece)
-    return [s.strip() for s in sentences if len(s.split()) >= min_words]
 
 
 def _read_jsonl(path: Path, text_field: str) -> Iterator[str]:

@@ -12,7 +12,8 @@ from typing import Any
 import torch
 
 from decoder2vec.backbone.cache import replace_folder
-from decoder2vec.training.config import SELECTION_KEYS, StageConfig, check_stage, to_dict
+from decoder2vec.training.checks import check_stage
+from decoder2vec.training.settings import SELECTION_KEYS, StageConfig, to_dict
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ import torch
 from decoder2vec.encoder_config import default_max_length, model_context
 from decoder2vec.encoding.model import embed
 from decoder2vec.encoding.tokenization import TokenizedBatch
-from decoder2vec.training.config import ContrastiveConfig
 from decoder2vec.training.distributed import world
 from decoder2vec.training.gradcache import grad_cache_step, split_batch
 from decoder2vec.training.loop import Stage
@@ -30,6 +29,7 @@ from decoder2vec.training.recipes.common import (
     save_adapter,
     tokens_in,
 )
+from decoder2vec.training.settings import ContrastiveConfig
 
 
 @dataclass

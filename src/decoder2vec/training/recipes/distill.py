@@ -40,7 +40,7 @@ import json
 import logging
 import shutil
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,6 @@ from decoder2vec.backbone.layers import truncate_layers
 from decoder2vec.encoder_config import ENCODER_CONFIG, default_max_length, model_context, read_encoder_config
 from decoder2vec.errors import ModelLoadError
 from decoder2vec.io import json_safe, write_file_atomic, write_json_atomic
-from decoder2vec.training.config import DistillConfig, to_dict
 from decoder2vec.training.data.corpus import read_distill_texts
 from decoder2vec.training.data.sampling import BatchPlan, shard
 from decoder2vec.training.distributed import gather_with_grad
@@ -60,8 +59,9 @@ from decoder2vec.training.errors import SettingError, TrainingError
 from decoder2vec.training.loop import Stage
 from decoder2vec.training.losses import distill_loss
 from decoder2vec.training.modules import add_lora
-from decoder2vec.training.recipes.common import StageResult, load_for_training, save_adapter
+from decoder2vec.training.recipes.common import load_for_training, save_adapter
 from decoder2vec.training.recipes.contrastive import ContrastiveBatch, ContrastiveRecipe
+from decoder2vec.training.settings import DistillConfig, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -541,16 +541,3 @@ class DistillRecipe(ContrastiveRecipe):
         }
         write_json_atomic(folder / RECORD, json_safe(json.loads(json.dumps(record, default=str))))
         return adapter, folder
-
-
-def run_distill(
-    cfg: DistillConfig,
-    out_dir: str | Path,
-    *,
-    resume: bool = False,
-    overwrite: bool = False,
-    callbacks: Sequence[Callable[[int], None]] = (),
-) -> StageResult:
-    """Distill ``cfg.teacher`` into the student; writes ``encoder/`` (and ``adapter/`` for a LoRA student)
-    under ``out_dir`` (see the module docstring)."""
-    return DistillRecipe(cfg).run(out_dir, resume=resume, overwrite=overwrite, callbacks=callbacks)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
 from decoder2vec.backbone.cache import replace_folder
-from decoder2vec.training.config import MNTPConfig
 from decoder2vec.training.data.chunking import chunk_blocks, tokenize_documents, train_eval_split
 from decoder2vec.training.data.corpus import read_texts
 from decoder2vec.training.data.sampling import BatchPlan, shard
@@ -22,10 +20,10 @@ from decoder2vec.training.masking import (
 from decoder2vec.training.modules import MNTPModel, add_lora
 from decoder2vec.training.recipes.common import (
     Recipe,
-    StageResult,
     load_for_training,
     save_adapter,
 )
+from decoder2vec.training.settings import MNTPConfig
 
 
 class Masker:
@@ -155,15 +153,3 @@ class MNTPRecipe(Recipe):
             out_dir / "merged", lambda tmp: (lm.save_pretrained(tmp), tokenizer.save_pretrained(tmp))
         )
         return adapter, merged
-
-
-def run_mntp(
-    cfg: MNTPConfig,
-    out_dir: str | Path,
-    *,
-    resume: bool = False,
-    overwrite: bool = False,
-    callbacks: Sequence[Callable[[int], None]] = (),
-) -> StageResult:
-    """Train MNTP and write ``out_dir/adapter`` (and ``out_dir/merged`` with ``cfg.merge``)."""
-    return MNTPRecipe(cfg).run(out_dir, resume=resume, overwrite=overwrite, callbacks=callbacks)

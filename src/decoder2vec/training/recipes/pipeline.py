@@ -10,7 +10,7 @@ top of the base with all previous adapters merged in. Stage runs live in ``OUT/s
           stages/<stage>/     the training runs (checkpoints, metrics.jsonl)
           stages/pipeline.json  the settings the conversion started with (``--resume`` reads them)
 
-The stages are the registry's (:data:`~decoder2vec.training.config.STAGES`). A stage that does not continue
+The stages are the registry's (:data:`~decoder2vec.training.stages.STAGES`). A stage that does not continue
 the pipeline (``distill``) may come last: the encoder the earlier stages made (the base model with their
 adapters merged, written to ``stages/teacher/``) is its teacher, and its student (by default that encoder
 cut to ``distill.student_layers`` layers) is the result. ``OUT`` then holds the student, and no
@@ -38,9 +38,12 @@ from typing import Any
 from decoder2vec.encoder_config import is_encoder_file
 from decoder2vec.io import replace_entries, write_file_atomic
 from decoder2vec.training.checkpoint import RUN_FILE, identity_diff, read_record
-from decoder2vec.training.config import STAGES, PipelineConfig, from_dict, to_dict
+from decoder2vec.training.checks import check_stage
 from decoder2vec.training.errors import OutputExistsError, ResumeMismatchError, SettingError, TrainingError
+from decoder2vec.training.loading import from_dict
 from decoder2vec.training.recipes.common import read_retrieval_dev
+from decoder2vec.training.settings import ContrastiveConfig, PipelineConfig, to_dict
+from decoder2vec.training.stages import STAGES, run_stage
 
 log = logging.getLogger(__name__)
 RECORD = "recipe.json"
@@ -150,7 +153,6 @@ def check_inputs(cfg: PipelineConfig) -> None:
     """Every stage's settings and data, checked before the first step of the first stage: a missing
     SimCSE file must not surface after a whole MNTP stage."""
     from decoder2vec.encoding.pooling import check_pooling_mode
-    from decoder2vec.training.config import check_stage
 
     check_pooling_mode(cfg.pooling)
     _check_stages(cfg)
@@ -349,7 +351,7 @@ def _convert(cfg: PipelineConfig, out: Path, state, *, resume: bool, recipe_sour
         # --resume continues the stages that started; the ones that did not start begin fresh
         with warnings.catch_warnings():  # check_inputs already warned about a too-short stage, once
             warnings.filterwarnings("ignore", message=".*will barely change the model")
-            result = spec.run(stage_cfg, run_dir, resume=resume and (run_dir / RUN_FILE).is_file())
+            result = run_stage(spec, stage_cfg, run_dir, resume=resume and (run_dir / RUN_FILE).is_file())
         if spec.continues_pipeline:
             adapters.append(str(result.adapter))
             entry["adapter"] = f"adapters/{name}"
@@ -494,8 +496,6 @@ def retrieval_table(report: dict[str, Any]) -> str:
 
 def _matryoshka(cfg: PipelineConfig) -> list[int] | None:
     """The Matryoshka dimensions of the last contrastive stage of the pipeline's model that trained any."""
-    from decoder2vec.training.config import ContrastiveConfig
-
     stages = [getattr(cfg, name) for name in cfg.stages if STAGES[name].continues_pipeline]
     dims = [stage.matryoshka_dims for stage in stages if isinstance(stage, ContrastiveConfig)]
     return next((d for d in dims[::-1] if d), None)

@@ -3,19 +3,15 @@ views are positives, the other sentences of the (global) batch are negatives."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from pathlib import Path
-
 import torch
 
-from decoder2vec.training.config import SimCSEConfig
 from decoder2vec.training.data.collate import concat_batches
 from decoder2vec.training.data.corpus import read_sentences
 from decoder2vec.training.data.sampling import BatchPlan, shard
 from decoder2vec.training.distributed import gather_with_grad
 from decoder2vec.training.losses import simcse_loss
-from decoder2vec.training.recipes.common import StageResult
 from decoder2vec.training.recipes.contrastive import ContrastiveBatch, ContrastiveRecipe
+from decoder2vec.training.settings import SimCSEConfig
 
 
 class SimCSERecipe(ContrastiveRecipe):
@@ -44,16 +40,3 @@ class SimCSERecipe(ContrastiveRecipe):
         views = (gather_with_grad(a), gather_with_grad(b))
         loss = self.nested_loss(lambda x, y: simcse_loss(x, y, self.cfg.temperature), views)
         return loss * self.world_size
-
-
-def run_simcse(
-    cfg: SimCSEConfig,
-    out_dir: str | Path,
-    *,
-    resume: bool = False,
-    overwrite: bool = False,
-    callbacks: Sequence[Callable[[int], None]] = (),
-) -> StageResult:
-    """Train SimCSE on top of ``cfg.model`` + ``cfg.adapters`` (the MNTP adapter); writes ``adapter/``
-    (and ``encoder/`` with ``cfg.merge``) under ``out_dir``."""
-    return SimCSERecipe(cfg).run(out_dir, resume=resume, overwrite=overwrite, callbacks=callbacks)

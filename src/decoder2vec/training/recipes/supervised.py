@@ -7,20 +7,16 @@ negative of the global batch; optionally, candidates whose text equals the query
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from pathlib import Path
-
 import torch
 
-from decoder2vec.training.config import SupervisedConfig
 from decoder2vec.training.data.collate import concat_batches
 from decoder2vec.training.data.pairs import collate_pairs, read_pairs, task_groups
 from decoder2vec.training.data.sampling import BatchPlan, shard
 from decoder2vec.training.distributed import gather_objects, gather_with_grad
 from decoder2vec.training.errors import CorpusError
 from decoder2vec.training.losses import false_negative_mask, hard_negative_loss
-from decoder2vec.training.recipes.common import StageResult
 from decoder2vec.training.recipes.contrastive import ContrastiveBatch, ContrastiveRecipe
+from decoder2vec.training.settings import SupervisedConfig
 
 
 class SupervisedRecipe(ContrastiveRecipe):
@@ -65,15 +61,3 @@ class SupervisedRecipe(ContrastiveRecipe):
             lambda q, p, n: hard_negative_loss(q, p, n, self.cfg.temperature, mask), parts
         )
         return loss * self.world_size
-
-
-def run_supervised(
-    cfg: SupervisedConfig,
-    out_dir: str | Path,
-    *,
-    resume: bool = False,
-    overwrite: bool = False,
-    callbacks: Sequence[Callable[[int], None]] = (),
-) -> StageResult:
-    """Train the supervised contrastive stage; writes ``adapter/`` (and ``encoder/`` with ``cfg.merge``)."""
-    return SupervisedRecipe(cfg).run(out_dir, resume=resume, overwrite=overwrite, callbacks=callbacks)
