@@ -183,3 +183,17 @@ def save_backbone(model, tokenizer, folder: Path) -> None:
         tokenizer.save_pretrained(folder)
     finally:
         tokenizer.padding_side = side
+
+
+def quiet_transformers() -> None:
+    """Our own progress bars and messages are enough; transformers' per-load bars and reports are noise,
+    and so are deprecation notices about the libraries' code rather than the user's command."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    # peft reads a property transformers 5 deprecated (`is_gradient_checkpointing`) on every LoRA model
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    for module in ("transformers", "peft", "accelerate"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)

@@ -19,6 +19,7 @@ from decoder2vec.backbone.loading import (
     resolve_model_path,
     save_backbone,
 )
+from decoder2vec.backbone.model_io import quiet_transformers
 from decoder2vec.backbone.precision import check_inference_precision, describe_kernels, quantize_int8
 from decoder2vec.encoder_config import (
     ENCODER_CONFIG,
@@ -574,3 +575,23 @@ class Encoder:
             "matryoshka_dimensions": self.matryoshka_dimensions,
         }
         write_encoder_files(folder, settings, self.embedding_dim, self.calibration, self.projection)
+
+
+def load_encoder(
+    model: str,
+    pooling: str | None = None,
+    causal: bool = False,
+    max_length: int | None = None,
+    dtype: str | None = None,
+    quantization: str | None = None,
+) -> Encoder | StaticEncoder:
+    """Load an :class:`Encoder` (or a static model) for a command or a server worker, quietly."""
+    quiet_transformers()
+    return Encoder.from_pretrained(
+        model,
+        pooling=pooling,
+        bidirectional=False if causal else None,
+        max_length=max_length,
+        dtype=dtype,
+        quantization=quantization,
+    )

@@ -21,7 +21,7 @@ class DenseScorer:
         except ImportError as exc:
             raise ConfigError("a dense scorer needs faiss: pip install 'decoder2vec[search]'") from exc
         if encoder is None:
-            from decoder2vec.cli_common import load_encoder
+            from decoder2vec.encoding.encoder import load_encoder
 
             encoder = load_encoder(model)
         self.encoder = encoder
