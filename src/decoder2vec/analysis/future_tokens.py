@@ -20,7 +20,7 @@ import torch
 from decoder2vec.analysis.plotting import attention_mode, new_figure, save_figure
 from decoder2vec.encoding.pooling import pool
 from decoder2vec.encoding.tokenization import special_token_frame
-from decoder2vec.evaluation.errors import DataFormatError
+from decoder2vec.errors import DataFormatError
 from decoder2vec.io import iter_jsonl, write_json_atomic
 
 RESOURCE = "future_token_tuples.jsonl"

@@ -16,7 +16,7 @@ import torch
 
 from decoder2vec.analysis.future_tokens import load_tuples
 from decoder2vec.analysis.plotting import attention_mode, new_figure, save_figure
-from decoder2vec.evaluation.errors import DataFormatError
+from decoder2vec.errors import DataFormatError
 from decoder2vec.io import write_json_atomic
 
 

@@ -14,15 +14,21 @@ first finished copy wins).
 
 from __future__ import annotations
 
-import hashlib
 import json
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from decoder2vec.backbone.cache import cache_home, is_cached
-from decoder2vec.backbone.default_model import DEFAULT_ENCODER, DEFAULT_MODEL, SHIPPED_ENCODERS
+from decoder2vec.backbone.adapters import merge_adapters
+from decoder2vec.backbone.bundles import MANIFEST, built_folder, read_bundle_manifest, sha256, shipped_dir
+from decoder2vec.backbone.default_model import (
+    DEFAULT_ENCODER,
+    DEFAULT_MODEL,
+    SHIPPED_ENCODERS,
+    default_model_folder,
+)
+from decoder2vec.backbone.layers import truncate_layers
+from decoder2vec.backbone.model_io import load_from_path, save_backbone
 from decoder2vec.encoder_config import (
     ENCODER_CONFIG,
     check_pooling_mode,
@@ -31,21 +37,31 @@ from decoder2vec.encoder_config import (
     write_encoder_files,
 )
 from decoder2vec.errors import ModelLoadError
-from decoder2vec.io import publish_folder
+
+__all__ = [
+    "ADAPTER_FILES",
+    "ENCODER_ALIAS",
+    "MANIFEST",
+    "default_encoder_folder",
+    "read_manifest",
+    "sha256",
+    "shipped_dir",
+]
 
 ENCODER_ALIAS = DEFAULT_ENCODER
-MANIFEST = "recipe.json"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
-def shipped_dir(alias: str = ENCODER_ALIAS) -> Path:
-    """The bundle folder of a shipped encoder inside the installed package."""
-    return Path(str(resources.files("decoder2vec").joinpath("resources", "encoders", alias)))
-
-
-def sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+def _listed_files(source: Path, manifest: dict) -> list[tuple[Path, str]]:
+    files = [
+        (source / a["path"] / name, digest)
+        for a in manifest["adapters"]
+        for name, digest in a["sha256"].items()
+    ]
+    for extra in ("calibration", "projection"):  # the int8 sample and a student's map, when shipped
+        if manifest.get(extra):
+            files.append((source / manifest[extra]["path"], manifest[extra]["sha256"]))
+    return files
 
 
 def read_manifest(source: Path) -> dict:
@@ -53,28 +69,9 @@ def read_manifest(source: Path) -> dict:
 
     A missing, truncated or altered file is a :class:`ModelLoadError` naming it (before any model loads).
     """
-    path = source / MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        adapters = manifest["adapters"]
-    except FileNotFoundError:
-        raise ModelLoadError(
-            f"the encoder bundle {source} has no {MANIFEST}; reinstall decoder2vec"
-        ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise ModelLoadError(f"{path} is damaged ({exc}); reinstall decoder2vec") from None
-    files = [(source / a["path"] / name, digest) for a in adapters for name, digest in a["sha256"].items()]
-    for extra in ("calibration", "projection"):  # the int8 sample and a student's map, when shipped
-        if manifest.get(extra):
-            files.append((source / manifest[extra]["path"], manifest[extra]["sha256"]))
-    for file, expected in files:
-        if not file.is_file():
-            raise ModelLoadError(f"encoder file {file} is missing; reinstall decoder2vec")
-        if sha256(file) != expected:
-            raise ModelLoadError(
-                f"encoder file {file} is corrupt (its SHA-256 differs from {path}); reinstall decoder2vec"
-            )
-    return manifest
+    return read_bundle_manifest(
+        source, bundle="encoder", kind="encoder file", files=lambda manifest: _listed_files(source, manifest)
+    )
 
 
 def default_encoder_folder(source: Path | None = None) -> Path:
@@ -84,10 +81,6 @@ def default_encoder_folder(source: Path | None = None) -> Path:
     digest of what the build depends on (adapter hashes, settings, the base's own build), so a new release
     of a bundle never reuses an old build.
     """
-    from decoder2vec.backbone.adapters import merge_adapters  # (loading imports this module)
-    from decoder2vec.backbone.layers import truncate_layers
-    from decoder2vec.backbone.loading import load_backbone, save_backbone
-
     source = Path(source) if source is not None else shipped_dir()
     manifest = read_manifest(source)
     layers = manifest.get("layers")  # a student: its base (another shipped encoder) cut to this many layers
@@ -103,20 +96,22 @@ def default_encoder_folder(source: Path | None = None) -> Path:
     if base_folder is not None:
         built_from.append({"base": base_folder.name, "layers": layers})
     built_from = json.dumps(built_from, sort_keys=True)
-    digest = hashlib.sha256(built_from.encode()).hexdigest()[:12]
-    folder = cache_home() / "models" / f"{manifest.get('alias', ENCODER_ALIAS)}-{digest}"
-    if is_cached(folder, ENCODER_CONFIG):
-        return folder
 
     def build(tmp: Path) -> None:
         settings = manifest.get("encoder", {})
         adapters = [source / adapter["path"] for adapter in manifest["adapters"]]
         if base_folder is None:
-            model, tokenizer = load_backbone(
-                DEFAULT_MODEL, adapters=adapters, bidirectional=True, dtype="float32", device="cpu"
+            model, tokenizer = load_from_path(
+                str(default_model_folder()),
+                adapters=adapters,
+                bidirectional=True,
+                dtype="float32",
+                device="cpu",
             )
         else:  # the student's LoRA was trained on the cut teacher: cut first, then merge it
-            model, tokenizer = load_backbone(base_folder, bidirectional=True, dtype="float32", device="cpu")
+            model, tokenizer = load_from_path(
+                str(base_folder), bidirectional=True, dtype="float32", device="cpu"
+            )
             model = merge_adapters(truncate_layers(model, int(layers)), adapters)
         save_backbone(model, tokenizer, tmp)
         calibration, projection = manifest.get("calibration"), manifest.get("projection")
@@ -138,4 +133,4 @@ def default_encoder_folder(source: Path | None = None) -> Path:
             weight,
         )
 
-    return publish_folder(folder, build)
+    return built_folder(manifest.get("alias", ENCODER_ALIAS), built_from, ENCODER_CONFIG, build)

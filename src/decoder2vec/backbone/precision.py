@@ -103,6 +103,14 @@ class Int8Linear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel"
 
 
+def check_precision_options(dtype: str | None, quantization: str | None, device: str | None = None) -> None:
+    """--dtype / --quantization checked against this machine before anything is read or loaded."""
+    from decoder2vec.backbone.model_io import resolve_device, resolve_dtype
+
+    torch_device = resolve_device(device)
+    check_inference_precision(resolve_dtype(dtype, torch_device), quantization, torch_device)
+
+
 def quantize_int8(model: torch.nn.Module, keep_float: tuple[str, ...] = KEEP_FLOAT) -> torch.nn.Module:
     """Replace the backbone's ``nn.Linear`` layers, all but ``keep_float``, by :class:`Int8Linear`, in place.
     Embeddings, norms and attention stay float32."""

@@ -251,7 +251,7 @@ def _run_engine(
         "calibration": calibration,
     }
     if engine == "local":
-        from decoder2vec.cli_common import quiet_transformers
+        from decoder2vec.backbone.model_io import quiet_transformers
         from decoder2vec.corpus.local import run_local
         from decoder2vec.encoding.encoder import Encoder
 

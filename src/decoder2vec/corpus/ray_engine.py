@@ -53,7 +53,7 @@ class EncoderActor:
     ):
         import torch
 
-        from decoder2vec.cli_common import quiet_transformers
+        from decoder2vec.backbone.model_io import quiet_transformers
         from decoder2vec.corpus.model_info import check_encoder
         from decoder2vec.encoding.encoder import Encoder
 

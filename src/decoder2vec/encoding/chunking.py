@@ -45,6 +45,7 @@ import torch
 from tqdm.auto import tqdm
 
 from decoder2vec import sentences
+from decoder2vec.encoding.checks import as_text_list, check_positive_int
 from decoder2vec.encoding.compact import OutputSpec, finish
 from decoder2vec.encoding.tokenization import SequenceBuilder
 
@@ -364,7 +365,6 @@ def late_layout(builder: SequenceBuilder, instruction: str | None) -> tuple[int,
 def late_builder(encoder, max_length: int | None) -> SequenceBuilder:
     """The sequence builder of one late forward: up to ``max_length`` tokens (default: the model's context)."""
     from decoder2vec.encoder_config import model_context
-    from decoder2vec.encoding.encoder import check_positive_int
 
     context = model_context(encoder.model.config)
     if max_length is None:
@@ -393,7 +393,6 @@ def embed_chunked(
 ) -> tuple[list[ChunkedDocument], np.ndarray]:
     """Split and embed: the chunked documents and one output row per chunk (documents in order, chunks
     in order). Every check (options, documents, pooling, window) runs before any forward."""
-    from decoder2vec.encoding.encoder import check_positive_int
 
     check_positive_int("batch_size", batch_size)
     if not isinstance(late, bool):
@@ -449,8 +448,6 @@ def encode_chunks(
     **options,
 ) -> list[Chunk] | list[list[Chunk]]:
     """:meth:`Encoder.encode_chunks`: per document, its chunks with their embeddings."""
-    from decoder2vec.encoding.encoder import as_text_list
-
     items, single = as_text_list(documents)
     chunked, rows = embed_chunked(encoder, items, output=output, **options)
     result, row = [], 0

@@ -10,14 +10,9 @@ from typing import Annotated
 import typer
 
 from decoder2vec.backbone.default_model import DEFAULT_ENCODER, DEFAULT_MODEL
-from decoder2vec.cli_common import (
-    DtypeOption,
-    ModelOption,
-    QuantizationOption,
-    check_precision_options,
-    load_encoder,
-    reports_errors,
-)
+from decoder2vec.backbone.precision import check_precision_options
+from decoder2vec.cli_common import DtypeOption, ModelOption, QuantizationOption, reports_errors
+from decoder2vec.encoding.encoder import load_encoder
 from decoder2vec.errors import ConfigError
 
 TEXT_FORMATS = ("auto", "text", "jsonl")

@@ -19,6 +19,7 @@ from decoder2vec.backbone.loading import (
     resolve_model_path,
     save_backbone,
 )
+from decoder2vec.backbone.model_io import quiet_transformers
 from decoder2vec.backbone.precision import check_inference_precision, describe_kernels, quantize_int8
 from decoder2vec.encoder_config import (
     ENCODER_CONFIG,
@@ -33,12 +34,13 @@ from decoder2vec.encoder_config import (
     resolve_settings,
     write_encoder_files,
 )
+from decoder2vec.encoding.checks import as_text_list, check_positive_int, check_texts
 from decoder2vec.encoding.compact import OutputSpec, finish
 from decoder2vec.encoding.model import PooledModel, embed
 from decoder2vec.encoding.static import StaticEncoder
 from decoder2vec.encoding.tokenization import Sequence, SequenceBuilder, TokenizedBatch, expand_instruction
 from decoder2vec.errors import ConfigError, OutputExistsError
-from decoder2vec.io import check_unicode, replace_entries
+from decoder2vec.io import replace_entries
 from decoder2vec.static_format import is_static_folder
 
 __all__ = [
@@ -60,37 +62,6 @@ MAX_ATTENTION_CELLS = 8192 * 8192
 # How many texts ``calibrate`` keeps by default: enough for stable per-dimension min/max (sentence-
 # transformers warns under 100), small enough to ship (1000 x 576 float32 = 2.3 MB).
 CALIBRATION_TEXTS = 1000
-
-
-def check_texts(texts: list) -> None:
-    """Reject what cannot be embedded, naming the offending index."""
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"texts[{i}] is {type(text).__name__}, not str")
-        if not text.strip():
-            raise ValueError(f"texts[{i}] is empty or whitespace-only; there is nothing to embed")
-        check_unicode(text, f"texts[{i}]")
-
-
-def as_text_list(texts) -> tuple[list, bool]:
-    """``(items, single)``. Unordered or keyed collections are refused: a set has no row order, and a
-    dict would silently embed its keys."""
-    if isinstance(texts, str):
-        return [texts], True
-    if isinstance(texts, dict | set | frozenset) or not isinstance(texts, Iterable):
-        raise TypeError(
-            f"texts must be a string or an ordered sequence of strings (list, tuple, generator), "
-            f"not {type(texts).__name__}"
-        )
-    return list(texts), False
-
-
-def check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be a positive integer, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return int(value)
 
 
 def plan_batches(
@@ -604,3 +575,23 @@ class Encoder:
             "matryoshka_dimensions": self.matryoshka_dimensions,
         }
         write_encoder_files(folder, settings, self.embedding_dim, self.calibration, self.projection)
+
+
+def load_encoder(
+    model: str,
+    pooling: str | None = None,
+    causal: bool = False,
+    max_length: int | None = None,
+    dtype: str | None = None,
+    quantization: str | None = None,
+) -> Encoder | StaticEncoder:
+    """Load an :class:`Encoder` (or a static model) for a command or a server worker, quietly."""
+    quiet_transformers()
+    return Encoder.from_pretrained(
+        model,
+        pooling=pooling,
+        bidirectional=False if causal else None,
+        max_length=max_length,
+        dtype=dtype,
+        quantization=quantization,
+    )

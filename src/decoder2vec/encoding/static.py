@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from decoder2vec.encoder_config import read_calibration
+from decoder2vec.encoding.checks import as_text_list, check_positive_int, check_texts
 from decoder2vec.encoding.compact import OutputSpec, finish
 from decoder2vec.encoding.tokenization import Sequence, SequenceBuilder
 from decoder2vec.errors import InputError, ModelLoadError
@@ -243,8 +244,6 @@ class StaticEncoder:
         """As :meth:`decoder2vec.Encoder.encode`: input order, a single string gives a 1-D vector, an empty list
         a ``(0, width)`` array, empty texts raise ``ValueError``; ``dimensions`` -> ``normalize`` ->
         ``precision``. ``batch_size`` is accepted for compatibility (a static model has no forward)."""
-        from decoder2vec.encoding.encoder import as_text_list, check_positive_int, check_texts
-
         if convert_to not in ("numpy", "torch"):
             raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
         check_positive_int("batch_size", batch_size)

@@ -146,7 +146,7 @@ def eval_retrieval_command(
     if bm25:  # first: it needs no model, and a missing bm25s should not cost a model load
         rows.append({"system": "bm25", "settings": dict(BM25_SETTINGS), **evaluate_bm25(data)})
         rows[-1]["split"] = split
-    from decoder2vec.cli_common import load_encoder
+    from decoder2vec.encoding.encoder import load_encoder
 
     encoder = load_encoder(model, max_length=max_length)
     if dimensions is not None and dimensions > encoder.embedding_dim:

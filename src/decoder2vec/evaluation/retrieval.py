@@ -6,19 +6,20 @@ passages (without), ranks the corpus by exact cosine search and scores the run t
 folder with the same function, so the two rows of a report differ only in the ranker. Training stages call
 ``evaluate_retrieval`` on a (subsampled) dev set to select their best checkpoint.
 
-BM25 needs ``bm25s`` (``pip install 'decoder2vec[search]'``).
+BM25 is :class:`decoder2vec.bm25.BM25` (the pairs engine's too) and needs ``bm25s`` (``pip install
+'decoder2vec[search]'``).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from decoder2vec.errors import Decoder2VecError
+from decoder2vec.bm25 import BM25, BM25_SETTINGS, bm25_tokenize
 from decoder2vec.evaluation.loaders import load_retrieval
 from decoder2vec.evaluation.metrics import RETRIEVAL_METRICS, Run, dense_run, run_scores
 from decoder2vec.evaluation.tasks import RetrievalData
@@ -27,16 +28,13 @@ __all__ = [
     "BM25_SETTINGS",
     "RETRIEVAL_METRICS",
     "bm25_run",
+    "bm25_tokenize",
     "encoder_run",
     "evaluate_bm25",
     "evaluate_retrieval",
     "load_dev_set",
     "subsample",
 ]
-
-# bm25s's defaults and its README's English tokenization: lower-cased words of 2+ word characters (the
-# scikit-learn CountVectorizer pattern), English stopwords removed, no stemming (no extra dependency).
-BM25_SETTINGS: dict[str, Any] = {"method": "lucene", "k1": 1.5, "b": 0.75, "stopwords": "en", "stemmer": None}
 
 # (texts, instruction or None) -> (n, dim) embeddings: what a training loop or a test can pass instead of
 # an encoder object
@@ -136,22 +134,6 @@ def encoder_run(
     return dense_run(q, d, qids, dids, top_k=top_k)
 
 
-def _bm25s():
-    try:
-        import bm25s
-    except ImportError:
-        # a missing extra is a setup step, reported as one line by the CLI
-        raise Decoder2VecError("BM25 needs bm25s: pip install 'decoder2vec[search]' (or bm25s)") from None
-    return bm25s
-
-
-def bm25_tokenize(texts: Sequence[str], *, return_ids: bool = True):
-    """bm25s's tokenizer with :data:`BM25_SETTINGS` (lower-case, 2+ word characters, stopwords)."""
-    return _bm25s().tokenize(
-        list(texts), stopwords=BM25_SETTINGS["stopwords"], return_ids=return_ids, show_progress=False
-    )
-
-
 def bm25_run(
     data: RetrievalData,
     *,
@@ -162,20 +144,16 @@ def bm25_run(
     show_progress: bool = False,
 ) -> Run:
     """Each query's ``top_k`` documents by bm25s's BM25 score (``method``: lucene, robertson, atire, ...)."""
-    bm25s = _bm25s()
     qids, dids = list(data.queries), list(data.corpus)
-    retriever = bm25s.BM25(k1=k1, b=b, method=method)
-    retriever.index(bm25_tokenize([data.corpus[d] for d in dids]), show_progress=show_progress)
+    index = BM25([data.corpus[d] for d in dids], k1=k1, b=b, method=method, show_progress=show_progress)
     k = min(top_k, len(dids))
-    query_tokens = bm25_tokenize([data.queries[q] for q in qids], return_ids=False)
     run: Run = {}
-    for qid, tokens in zip(qids, query_tokens, strict=True):
+    for qid, ids in zip(qids, index.query_ids([data.queries[q] for q in qids]), strict=True):
         # words the corpus lacks score nothing; a query with none of its words in it ranks nothing
-        known = [w for w in tokens if w in retriever.vocab_dict]
-        if not known:
+        if not ids:
             run[qid] = {}
             continue
-        scores = retriever.get_scores(known)
+        scores = index.scores(ids)
         top = np.argpartition(-scores, k - 1)[:k] if k < len(dids) else np.arange(len(dids))
         # documents sharing no word with the query score 0 and are not retrieved, as in Lucene
         run[qid] = {dids[j]: float(scores[j]) for j in top if scores[j] > 0}

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from decoder2vec.backbone.default_model import DEFAULT_ENCODER
-from decoder2vec.cli_common import ModelOption, quiet_transformers, reports_errors
+from decoder2vec.backbone.model_io import quiet_transformers
+from decoder2vec.cli_common import ModelOption, reports_errors
 
 app = typer.Typer(
     help="Write encoders in formats other tools run (GGUF for llama.cpp, ONNX, static embeddings for model2vec).",

@@ -135,7 +135,7 @@ class TransformersGenerator:
         from transformers import AutoModelForCausalLM
 
         from decoder2vec.backbone.loading import load_tokenizer, resolve_model_path
-        from decoder2vec.cli_common import quiet_transformers
+        from decoder2vec.backbone.model_io import quiet_transformers
 
         quiet_transformers()
         path = resolve_model_path(model)

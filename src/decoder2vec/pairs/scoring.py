@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from decoder2vec.bm25 import BM25
 from decoder2vec.errors import ConfigError
 
 
@@ -21,7 +22,7 @@ class DenseScorer:
         except ImportError as exc:
             raise ConfigError("a dense scorer needs faiss: pip install 'decoder2vec[search]'") from exc
         if encoder is None:
-            from decoder2vec.cli_common import load_encoder
+            from decoder2vec.encoding.encoder import load_encoder
 
             encoder = load_encoder(model)
         self.encoder = encoder
@@ -52,30 +53,23 @@ class DenseScorer:
 
 
 class BM25Scorer:
-    """Okapi BM25 (bm25s defaults: k1 1.5, b 0.75, English stopwords removed)."""
+    """Okapi BM25 (:class:`decoder2vec.bm25.BM25`: bm25s defaults, k1 1.5, b 0.75, English stopwords
+    removed), as ``eval retrieval --bm25`` ranks."""
 
     def __init__(self, passages: list[str]) -> None:
-        try:
-            import bm25s
-        except ImportError as exc:
-            raise ConfigError("BM25 needs the bm25s package: pip install 'decoder2vec[search]'") from exc
-        self.tokenizer = bm25s.tokenization.Tokenizer(stopwords="en", stemmer=None)
-        ids = self.tokenizer.tokenize(passages, update_vocab=True, return_as="ids", show_progress=False)
-        self.retriever = bm25s.BM25()
-        self.retriever.index(ids, show_progress=False)
+        self.index = BM25(passages)
         self.n = len(passages)
 
     def queries(self, texts: list[str], instructions: list[str]) -> list[list[int]]:
-        # Words the passages never use score nothing; "never" keeps them out of the vocabulary.
-        return self.tokenizer.tokenize(texts, update_vocab="never", return_as="ids", show_progress=False)
+        # Words the passages never use score nothing and are left out.
+        return self.index.query_ids(texts)
 
     def all_scores(self, q: list[list[int]]) -> np.ndarray:
         """(n_queries, n_passages) scores; the brute-force view the search is tested against."""
         return np.stack([self._scores(ids) for ids in q]) if q else np.zeros((0, self.n), np.float32)
 
     def _scores(self, ids: list[int]) -> np.ndarray:
-        ids = [i for i in ids if i != self.tokenizer.word_to_id.get("")]
-        return np.asarray(self.retriever.get_scores_from_ids(ids), dtype=np.float32)
+        return np.asarray(self.index.scores(ids), dtype=np.float32)
 
     def search(self, q: list[list[int]], k: int) -> tuple[np.ndarray, np.ndarray]:
         k = min(k, self.n)

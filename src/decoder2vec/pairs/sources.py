@@ -3,7 +3,7 @@
 Sources:
 
 * ``wiki`` (= ``wiki:train``), ``wiki:heldout``, ``wiki:all``: the English leads of the offline Wikipedia
-  package, split by document (``training/data/corpus.py``: SHA-256 of the title, 20% held out). Only
+  package, split by document (``wiki.py``: SHA-256 of the title, 20% held out). Only
   ``title`` and ``extract`` are read. ``wiki`` means the *train* split here, so training data never comes
   from the held-out 20% that evaluation uses (SimCSE/MNTP's ``wiki`` source is unchanged: every lead);
 * text files (one document per line), JSONL or Parquet files (globs allowed), read by the one corpus
@@ -60,7 +60,7 @@ def read_documents(
             raise InputError(f"the wiki source {wiki[0]!r} cannot be combined with other inputs")
         if wiki[0] not in WIKI_SOURCES:
             raise InputError(f"unknown wiki source {wiki[0]!r}; use one of {', '.join(WIKI_SOURCES)}")
-        from decoder2vec.training.data.corpus import wiki_leads
+        from decoder2vec.wiki import wiki_leads
 
         leads = wiki_leads(split=WIKI_SOURCES[wiki[0]])
         docs = [Document(title, title, text) for title, text in leads]

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from decoder2vec.evaluation.errors import DataFormatError
+from decoder2vec.errors import DataFormatError
 
 CONLL_COLUMNS = {"pos": 1, "chunk": 2, "ner": 3}
 BROWN_FILE = re.compile(r"^c[a-r]\d\d$")

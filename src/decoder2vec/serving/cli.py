@@ -6,13 +6,8 @@ from typing import Annotated
 import typer
 
 from decoder2vec.backbone.default_model import DEFAULT_ENCODER
-from decoder2vec.cli_common import (
-    DtypeOption,
-    ModelOption,
-    QuantizationOption,
-    quiet_transformers,
-    reports_errors,
-)
+from decoder2vec.backbone.model_io import quiet_transformers
+from decoder2vec.cli_common import DtypeOption, ModelOption, QuantizationOption, reports_errors
 from decoder2vec.errors import Decoder2VecError, ModelLoadError
 from decoder2vec.serving.settings import (
     DEFAULT_BODY_TIMEOUT,

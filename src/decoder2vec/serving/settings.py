@@ -44,7 +44,7 @@ class ServeSettings:
     quantization: str | None = None
 
     def __post_init__(self) -> None:
-        from decoder2vec.cli_common import check_precision_options
+        from decoder2vec.backbone.precision import check_precision_options
 
         check_precision_options(self.dtype, self.quantization)
         for name in ("max_client_batch_size", "max_queue", "max_payload_bytes"):

@@ -59,7 +59,7 @@ class ServedModel(Protocol):
 def load_checked_encoder(settings: ServeSettings) -> Encoder | StaticEncoder:
     """Load the encoder (never with remote code) and prove its attention mode."""
     from decoder2vec.backbone.loading import check_attention
-    from decoder2vec.cli_common import load_encoder
+    from decoder2vec.encoding.encoder import load_encoder
 
     encoder = load_encoder(
         settings.model,
@@ -166,7 +166,7 @@ def _child_main(conn, settings: ServeSettings) -> None:
     # process group, or a stray SIGTERM, must not kill forwards that requests still wait for.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from decoder2vec.cli_common import quiet_transformers
+    from decoder2vec.backbone.model_io import quiet_transformers
 
     quiet_transformers()
     try:

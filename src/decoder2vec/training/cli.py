@@ -214,7 +214,7 @@ def _friendly(fn):
     def with_logging(*args, **kwargs):
         import warnings
 
-        from decoder2vec.cli_common import quiet_transformers
+        from decoder2vec.backbone.model_io import quiet_transformers
         from decoder2vec.training.distributed import end_distributed
 
         quiet_transformers()
