@@ -20,7 +20,7 @@ from decoder2vec.pairs.generate import load_generator, messages
 from decoder2vec.pairs.pipeline import in_dev, settings_passages
 from decoder2vec.pairs.sources import read_documents
 from decoder2vec.training.config import load_pipeline
-from decoder2vec.training.recipes.pipeline import check_inputs, pairs_settings
+from decoder2vec.training.pipeline import check_inputs, pairs_settings
 
 
 def main() -> None:

@@ -199,7 +199,7 @@ def add_calibration(bundle: Path, manifest: dict, simcse: dict) -> None:
 
     from decoder2vec import Encoder
     from decoder2vec.training.config import SimCSEConfig, from_dict
-    from decoder2vec.training.recipes.pipeline import calibration_sample
+    from decoder2vec.training.pipeline import calibration_sample
 
     encoder = Encoder.from_pretrained(default_encoder_folder(bundle))
     keys = ("data", "text_field", "min_words")

@@ -171,7 +171,7 @@ def convert_briefly(
     interrupted one resumed, and a finished demo run with other settings is redone."""
     from decoder2vec.training.errors import TrainingError
     from decoder2vec.training.loading import apply_overrides, load_pipeline
-    from decoder2vec.training.recipes.pipeline import convert
+    from decoder2vec.training.pipeline import convert
 
     cfg = load_pipeline("demo")  # resources/recipes/demo.yaml
     cfg.model = model

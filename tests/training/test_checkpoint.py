@@ -108,7 +108,7 @@ def test_check_resumes_names_every_difference_of_every_run(tmp_path):
 
 def test_convert_resume_names_every_stage_difference_at_once(tiny_word_llama, text_corpus, tmp_path):
     from decoder2vec.training.config import load_pipeline
-    from decoder2vec.training.recipes.pipeline import convert
+    from decoder2vec.training.pipeline import convert
 
     def pipeline():
         cfg = load_pipeline("demo")

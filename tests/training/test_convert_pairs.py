@@ -147,7 +147,7 @@ def _killed(script: str) -> None:
 def test_sigkill_in_pairs_then_in_supervised_resumes_to_the_uninterrupted_result(
     whole, tiny_llama, inputs, tmp_path
 ):
-    from decoder2vec.training.recipes.pipeline import convert, recorded_pipeline
+    from decoder2vec.training.pipeline import convert, recorded_pipeline
 
     reference, _ = whole
     out = tmp_path / "encoder"
@@ -277,7 +277,7 @@ def dataclass_dict(obj, *without: str) -> dict:
 
 def test_the_engine_writes_with_the_pipelines_model_and_current_is_the_encoder_so_far():
     from decoder2vec.training.config import PipelineConfig
-    from decoder2vec.training.recipes.pipeline import pairs_settings
+    from decoder2vec.training.pipeline import pairs_settings
 
     cfg = PipelineConfig(model="some-decoder")
     cfg.pairs.filter_model, cfg.pairs.miner = "current", "bm25"

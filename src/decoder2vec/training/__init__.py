@@ -53,7 +53,7 @@ __all__ += [f"run_{name}" for name in STAGES]  # (aliases of run_stage, below)
 def __getattr__(name: str):
     # The recipes import torch, peft and transformers: load them on first use, not with the package.
     if name == "convert":
-        from decoder2vec.training.recipes.pipeline import convert
+        from decoder2vec.training.pipeline import convert
 
         return convert
     if name.startswith("run_") and name[4:] in STAGES:  # run_mntp(cfg, out_dir, ...): run_stage("mntp", ...)

@@ -285,8 +285,8 @@ for _spec in STAGES.values():
 
 
 def _convert(**values) -> None:
-    from decoder2vec.training.recipes.pipeline import convert as run_convert
-    from decoder2vec.training.recipes.pipeline import recorded_pipeline
+    from decoder2vec.training.pipeline import convert as run_convert
+    from decoder2vec.training.pipeline import recorded_pipeline
 
     out, config, model = values["out"], values["config"], values["model"]
     resume, overwrite, set_ = values["resume"], values["overwrite"], values["set_"]
@@ -312,7 +312,7 @@ def _convert(**values) -> None:
     folder = run_convert(cfg, out, resume=resume, overwrite=overwrite, recipe_source=source)
     lines = [f"encoder: {folder}"]
     if cfg.pairs.sources:
-        from decoder2vec.training.recipes.pipeline import RECORD, retrieval_table
+        from decoder2vec.training.pipeline import RECORD, retrieval_table
 
         report = json.loads((Path(folder) / RECORD).read_text()).get("retrieval")
         lines += [retrieval_table(report)] if report else []

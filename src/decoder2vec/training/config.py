@@ -62,11 +62,3 @@ __all__ = [
     "to_dict",
     "with_corpus",
 ]
-
-
-def __getattr__(name: str):
-    if name == "CliOption":  # (cli.py builds typer commands: loaded only when asked for)
-        from decoder2vec.training.cli import CliOption
-
-        return CliOption
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

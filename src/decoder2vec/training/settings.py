@@ -184,7 +184,7 @@ class PipelineConfig:
 
     bidirectional -> MNTP -> SimCSE (-> supervised when it has data) by default; each stage starts from the
     previous enabled stage's merged weights. ``distill`` may come last: the encoder made so far is then the
-    teacher, and the result is the student (see ``training/recipes/pipeline.py``). ``pairs.sources``
+    teacher, and the result is the student (see ``training/pipeline.py``). ``pairs.sources``
     (``--corpus``) turns the data engine on: the supervised stage then trains on the pairs built from them."""
 
     model: str = "smollm2-135m"
