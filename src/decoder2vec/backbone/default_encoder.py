@@ -84,10 +84,6 @@ def default_encoder_folder(source: Path | None = None) -> Path:
     digest of what the build depends on (adapter hashes, settings, the base's own build), so a new release
     of a bundle never reuses an old build.
     """
-    from decoder2vec.backbone.adapters import merge_adapters  # (loading imports this module)
-    from decoder2vec.backbone.layers import truncate_layers
-    from decoder2vec.backbone.loading import load_backbone, save_backbone
-
     source = Path(source) if source is not None else shipped_dir()
     manifest = read_manifest(source)
     layers = manifest.get("layers")  # a student: its base (another shipped encoder) cut to this many layers
@@ -108,7 +104,11 @@ def default_encoder_folder(source: Path | None = None) -> Path:
     if is_cached(folder, ENCODER_CONFIG):
         return folder
 
-    def build(tmp: Path) -> None:
+    def build(tmp: Path) -> None:  # (torch only here: a built encoder resolves without it)
+        from decoder2vec.backbone.adapters import merge_adapters  # (loading imports this module)
+        from decoder2vec.backbone.layers import truncate_layers
+        from decoder2vec.backbone.loading import load_backbone, save_backbone
+
         settings = manifest.get("encoder", {})
         adapters = [source / adapter["path"] for adapter in manifest["adapters"]]
         if base_folder is None:
