@@ -132,11 +132,6 @@ def read_encoder_config(path: str | Path) -> dict:
         ) from exc
 
 
-def resolve_settings(saved: dict, **given) -> dict:
-    """Each setting: the value given, else the saved one, else the default."""
-    return {key: given[key] if given.get(key) is not None else saved.get(key, DEFAULTS[key]) for key in given}
-
-
 def read_calibration(path: str | Path) -> np.ndarray | None:
     """The calibration sample a saved encoder holds, or None."""
     file = Path(path) / CALIBRATION_FILE
@@ -216,12 +211,6 @@ def _check_projection_shape(
         got = "no tensor" if found is None else f"shape {tuple(found)}"
         want = f"a {shape} matrix" if shape is not None else "a 2-D matrix"
         raise InputError(f"{file}: '{PROJECTION_KEY}' must be {want}, found {got}; {remedy}")
-
-
-def embedding_width(saved: dict, hidden_size: int) -> int:
-    """The width of a saved encoder's vectors: its projection's output, else the model's hidden size."""
-    projection = saved.get("projection")
-    return int(projection["out_features"]) if projection else int(hidden_size)
 
 
 # ------------------------------------------------------------------ writing one
