@@ -1,9 +1,10 @@
 """An encoder's settings and the files that record them, in one low module.
 
 Pooling, token limit, attention mode, Matryoshka dimensions and the output options (``dimensions``,
-``precision``) are checked and resolved here, and a saved encoder's settings are read and written here,
-so backbone, encoding, export, serving and corpus agree on them without importing each other. It needs
-only numpy and the standard library: no torch, no model code.
+``precision``) are checked here, and a saved encoder's files are read and written here, so backbone,
+encoding, export, serving and corpus agree on them without importing each other; what an encoder's
+settings resolve to (saved values, defaults, widths, the module chain) is :mod:`decoder2vec.spec`'s, built on
+these readers. It needs only numpy and the standard library: no torch, no model code.
 
 A saved encoder folder holds, besides the HF model files::
 
@@ -131,11 +132,6 @@ def read_encoder_config(path: str | Path) -> dict:
         ) from exc
 
 
-def resolve_settings(saved: dict, **given) -> dict:
-    """Each setting: the value given, else the saved one, else the default."""
-    return {key: given[key] if given.get(key) is not None else saved.get(key, DEFAULTS[key]) for key in given}
-
-
 def read_calibration(path: str | Path) -> np.ndarray | None:
     """The calibration sample a saved encoder holds, or None."""
     file = Path(path) / CALIBRATION_FILE
@@ -155,16 +151,25 @@ def read_calibration(path: str | Path) -> np.ndarray | None:
     return sample.astype(np.float32)
 
 
-def read_projection(path: str | Path, saved: dict | None = None) -> np.ndarray | None:
-    """The output projection a saved encoder holds ((out, in) float32), or None; checked against the shape
-    its ``decoder2vec_config.json`` records, so a damaged folder fails before any weights load."""
-    saved = read_encoder_config(path) if saved is None else saved
-    shape = saved.get("projection")
-    if not shape:
+def projection_file(path: str | Path, saved: dict) -> Path | None:
+    """Where the projection weights of a saved encoder whose settings are ``saved`` lie, checked to exist;
+    None when it records no projection."""
+    if not saved.get("projection"):
         return None
     file = Path(path) / PROJECTION_FOLDER / PROJECTION_WEIGHTS
     if not file.is_file():
         raise InputError(f"{Path(path) / ENCODER_CONFIG} records a projection but {file} is missing")
+    return file
+
+
+def read_projection(path: str | Path, saved: dict | None = None) -> np.ndarray | None:
+    """The output projection a saved encoder holds ((out, in) float32), or None; checked against the shape
+    its ``decoder2vec_config.json`` records, so a damaged folder fails before any weights load."""
+    saved = read_encoder_config(path) if saved is None else saved
+    file = projection_file(path, saved)
+    if file is None:
+        return None
+    shape = saved["projection"]
     return read_projection_file(file, (int(shape["out_features"]), int(shape["in_features"])))
 
 
@@ -180,17 +185,32 @@ def read_projection_file(
         weight = load_file(str(file)).get(PROJECTION_KEY)
     except (SafetensorError, OSError, ValueError) as exc:
         raise InputError(f"{file} is not a readable safetensors file ({exc}); {remedy}") from exc
-    if weight is None or weight.ndim != 2 or (shape is not None and weight.shape != shape):
-        got = "no tensor" if weight is None else f"shape {weight.shape}"
-        want = f"a {shape} matrix" if shape is not None else "a 2-D matrix"
-        raise InputError(f"{file}: '{PROJECTION_KEY}' must be {want}, found {got}; {remedy}")
+    _check_projection_shape(file, None if weight is None else weight.shape, shape, remedy)
     return weight.astype(np.float32)
 
 
-def embedding_width(saved: dict, hidden_size: int) -> int:
-    """The width of a saved encoder's vectors: its projection's output, else the model's hidden size."""
-    projection = saved.get("projection")
-    return int(projection["out_features"]) if projection else int(hidden_size)
+def check_projection_header(
+    file: Path, shape: tuple[int, int], remedy: str = "save the encoder again"
+) -> None:
+    """The projection weights file holds an ``shape`` (out, in) matrix, read from its header alone."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(file), framework="numpy") as weights:
+            names = weights.keys()
+            found = tuple(weights.get_slice(PROJECTION_KEY).get_shape()) if PROJECTION_KEY in names else None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputError(f"{file} is not a readable safetensors file ({exc}); {remedy}") from exc
+    _check_projection_shape(file, found, shape, remedy)
+
+
+def _check_projection_shape(
+    file: Path, found: tuple | None, shape: tuple[int, int] | None, remedy: str
+) -> None:
+    if found is None or len(found) != 2 or (shape is not None and tuple(found) != shape):
+        got = "no tensor" if found is None else f"shape {tuple(found)}"
+        want = f"a {shape} matrix" if shape is not None else "a 2-D matrix"
+        raise InputError(f"{file}: '{PROJECTION_KEY}' must be {want}, found {got}; {remedy}")
 
 
 # ------------------------------------------------------------------ writing one

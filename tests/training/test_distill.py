@@ -212,6 +212,21 @@ def test_a_sentence_transformers_teacher_gives_the_same_embeddings(teacher, tmp_
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
+def test_the_teacher_width_counts_its_projection(tiny_llama, tmp_path):
+    """A teacher with a projection after pooling embeds in the projection's width: the teacher's description,
+    its spec and the vectors it gives agree (the description used to give the backbone's hidden size)."""
+    from decoder2vec import Encoder
+    from decoder2vec.spec import EncoderSpec
+    from decoder2vec.training.recipes.distill import describe_teacher, load_teacher
+
+    encoder = Encoder.from_pretrained(tiny_llama)
+    encoder.projection = np.random.default_rng(0).standard_normal((12, 32)).astype(np.float32)
+    encoder.save(tmp_path / "teacher")
+    teacher = describe_teacher(str(tmp_path / "teacher"))
+    vectors = load_teacher(teacher, 16, torch.device("cpu"))(HELD_OUT)
+    assert teacher.width == EncoderSpec.read(tmp_path / "teacher").width == vectors.shape[1] == 12
+
+
 # ------------------------------------------------------------------------------------------ the projection
 def test_the_least_squares_start_is_ridge_regression():
     from sklearn.linear_model import Ridge

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from decoder2vec.backbone.adapters import merge_adapters
 from decoder2vec.backbone.bundles import MANIFEST, built_folder, read_bundle_manifest, sha256, shipped_dir
 from decoder2vec.backbone.default_model import (
     DEFAULT_ENCODER,
@@ -27,8 +26,6 @@ from decoder2vec.backbone.default_model import (
     SHIPPED_ENCODERS,
     default_model_folder,
 )
-from decoder2vec.backbone.layers import truncate_layers
-from decoder2vec.backbone.model_io import load_from_path, save_backbone
 from decoder2vec.encoder_config import (
     ENCODER_CONFIG,
     check_pooling_mode,
@@ -97,7 +94,11 @@ def default_encoder_folder(source: Path | None = None) -> Path:
         built_from.append({"base": base_folder.name, "layers": layers})
     built_from = json.dumps(built_from, sort_keys=True)
 
-    def build(tmp: Path) -> None:
+    def build(tmp: Path) -> None:  # (torch only here: a built encoder resolves without it)
+        from decoder2vec.backbone.adapters import merge_adapters
+        from decoder2vec.backbone.layers import truncate_layers
+        from decoder2vec.backbone.model_io import load_from_path, save_backbone
+
         settings = manifest.get("encoder", {})
         adapters = [source / adapter["path"] for adapter in manifest["adapters"]]
         if base_folder is None:

@@ -8,8 +8,6 @@ import logging
 import struct
 from pathlib import Path
 
-import torch
-
 from decoder2vec.backbone.cache import cache_home, publish_folder
 from decoder2vec.errors import ModelLoadError, OutputExistsError
 
@@ -59,6 +57,7 @@ def import_gguf(
     tokenizer. ``eos_token``/``pad_token`` override what the GGUF metadata says; without a pad token
     the eos token is used, since padding is always masked out anyway.
     """
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     gguf_path = check_gguf_file(Path(gguf_file))

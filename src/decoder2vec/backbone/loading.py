@@ -8,22 +8,11 @@ use), GGUF files and hub ids.
 from __future__ import annotations
 
 import logging
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 
 from decoder2vec.backbone.bidirectional import AttentionCheck, verify_attention
-from decoder2vec.backbone.default_encoder import default_encoder_folder, shipped_dir
-from decoder2vec.backbone.default_model import (
-    ALIASES,
-    DEFAULT_MODEL,
-    SHIPPED_ENCODERS,
-    STATIC_ENCODER,
-    default_model_folder,
-)
-from decoder2vec.backbone.gguf_import import cached_gguf_folder, import_gguf
 from decoder2vec.backbone.model_io import (
     TESTED_FAMILIES,
     default_dtype,
@@ -33,7 +22,9 @@ from decoder2vec.backbone.model_io import (
     resolve_dtype,
     save_backbone,
 )
-from decoder2vec.errors import ModelLoadError
+
+# torch-free, re-exported: every loader starts there
+from decoder2vec.backbone.source import resolve_model_path
 
 __all__ = [
     "TESTED_FAMILIES",
@@ -48,66 +39,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-def resolve_model_path(name_or_path: str | Path) -> str:
-    """Turn the alias, a GGUF file or a folder into something ``from_pretrained`` can read."""
-    name = str(name_or_path)
-    if name == DEFAULT_MODEL:
-        return str(default_model_folder())
-    if name in SHIPPED_ENCODERS:
-        return str(default_encoder_folder(shipped_dir(name)))
-    if name == STATIC_ENCODER and shipped_dir(name).is_dir():  # only once a bundle ships
-        from decoder2vec.backbone.static_bundle import static_encoder_folder
-
-        return str(static_encoder_folder())
-    path = Path(name).expanduser()
-    if path.suffix.lower() == ".gguf":
-        folder = cached_gguf_folder(path)
-        return str(folder if (folder / "config.json").is_file() else import_gguf(path, folder))
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{path} is not a model folder: it has no config.json")
-        return str(path)
-    if path.exists():
-        raise ModelLoadError(
-            f"{path} is a file, but not a GGUF file; pass a model folder, a .gguf file or a hub id"
-        )
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise ModelLoadError(f"no such model folder or file: {path}")
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        raise ModelLoadError(
-            f"{name!r} is neither a local folder, a .gguf file nor an alias ({', '.join(ALIASES)}), and not a "
-            "valid hub id (owner/name of letters, digits, '-', '_' and '.')"
-        ) from None
-    if not _hub_reachable(name):
-        raise ModelLoadError(
-            f"{name!r} is neither a local folder, a .gguf file nor an alias ({', '.join(ALIASES)}); "
-            "as a hub id it is not in the local Hugging Face cache, and the hub cannot be reached"
-        )
-    return name  # a hub id; transformers will fetch it (or read it from the local hub cache)
-
-
-def _hub_reachable(repo_id: str) -> bool:
-    """True when ``repo_id`` is in the local hub cache or the hub answers; a quick check, so a
-    mistyped name fails in milliseconds instead of after transformers' offline retries."""
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
-        return True
-    if constants.HF_HUB_OFFLINE:
-        return False
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=3).close()
-    except OSError:
-        return False
-    return True
 
 
 def load_backbone(

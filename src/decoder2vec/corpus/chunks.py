@@ -67,12 +67,10 @@ def chunk_settings(
 def check_chunked_corpus(model: str, corpus, settings: dict[str, Any]) -> None:
     """Split every document with the model's tokenizer alone (no weights), so a document that yields no
     chunk, or cannot be covered by late-chunking windows, is named by file and line before any model loads."""
-    from transformers import AutoConfig
-
-    from decoder2vec.backbone.loading import load_tokenizer, resolve_model_path
-    from decoder2vec.encoder_config import model_context
+    from decoder2vec.backbone.loading import load_tokenizer
     from decoder2vec.encoding.chunking import late_layout, split_documents
     from decoder2vec.encoding.tokenization import SequenceBuilder
+    from decoder2vec.spec import EncoderSpec
 
     late = settings["chunking"] == "late"
     if not late and settings["chunk_size"] > settings["max_length"]:
@@ -80,12 +78,11 @@ def check_chunked_corpus(model: str, corpus, settings: dict[str, Any]) -> None:
             f"--chunk-size {settings['chunk_size']} exceeds --max-length {settings['max_length']}: naive chunks "
             "are embedded as texts of at most --max-length tokens; lower --chunk-size or raise --max-length"
         )
-    path = resolve_model_path(model)
+    spec = EncoderSpec.read(model)
     max_length = settings["max_length"]
     if late:  # one late forward reads up to the model's context
-        config = AutoConfig.from_pretrained(path)
-        max_length = model_context(config.get_text_config()) or max_length
-    builder = SequenceBuilder(load_tokenizer(path), max_length)
+        max_length = spec.context_length or max_length
+    builder = SequenceBuilder(load_tokenizer(spec.path), max_length)
     instruction = settings["instruction"]
     try:
         window = late_layout(builder, instruction)[1] if late else None

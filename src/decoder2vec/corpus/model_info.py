@@ -10,7 +10,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from decoder2vec.errors import ConfigError, ModelLoadError
+from decoder2vec.errors import ConfigError, Decoder2VecError, ModelLoadError
 from decoder2vec.static_format import is_static_folder
 
 
@@ -23,48 +23,33 @@ def model_identity(model: str) -> str:
 def describe_model(
     model: str, pooling: str | None = None, max_length: int | None = None, instruction: str | None = None
 ) -> dict[str, Any]:
-    """``{"pooling", "dimension", "max_length", "model_fingerprint"}`` as ``Encoder.from_pretrained`` would
-    set them; an ``instruction`` that leaves no room for text is refused here, on the tokenizer alone."""
-    from transformers import AutoConfig
-
-    from decoder2vec.backbone.loading import resolve_model_path
-    from decoder2vec.encoder_config import (
-        DEFAULTS,
-        check_pooling_mode,
-        default_max_length,
-        embedding_width,
-        model_context,
-        read_encoder_config,
-    )
+    """``{"pooling", "dimension", "max_length", "model_fingerprint"}`` as ``Encoder.from_pretrained`` will
+    set them (read from the encoder's spec); an ``instruction`` that leaves no room for text is refused here,
+    on the tokenizer alone."""
+    from decoder2vec.spec import EncoderSpec, resolve_model_path
 
     path = resolve_model_path(model)
     if is_static_folder(path):
         return describe_static(path, pooling, max_length, instruction)
-    saved = read_encoder_config(path)
     try:
-        config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot read the model config of {model}: {exc}") from None
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    try:
-        pooling = check_pooling_mode(
-            pooling if pooling is not None else saved.get("pooling", DEFAULTS["pooling"])
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    context = model_context(text_config)
-    if max_length is None:  # as Encoder does: the saved setting, else the default capped at the context
-        max_length = saved.get("max_length") or default_max_length(text_config)
-    if max_length < 2 or (context is not None and max_length > context):
-        raise ConfigError(
-            f"--max-length {max_length} must be between 2 and the model's context of {context} tokens"
-        )
+        spec = EncoderSpec.read(path, pooling=pooling)
+    except Decoder2VecError:
+        raise  # the model's files: the message names the file and the field
+    except (ValueError, TypeError) as exc:  # the flag's value
+        raise ConfigError(f"--pooling: {exc}") from None
+    context = spec.context_length
+    if max_length is not None:
+        if max_length < 2 or (context is not None and max_length > context):
+            raise ConfigError(
+                f"--max-length {max_length} must be between 2 and the model's context of {context} tokens"
+            )
+        spec = spec.override(max_length=max_length)
     if instruction:
-        check_instruction_fits(path, instruction, int(max_length), bool(saved.get("append_eos", False)))
+        check_instruction_fits(spec.path, instruction, spec.max_length, spec.append_eos)
     return {
-        "pooling": pooling,
-        "dimension": embedding_width(saved, text_config.hidden_size),
-        "max_length": int(max_length),
+        "pooling": spec.pooling,
+        "dimension": spec.width,
+        "max_length": spec.max_length,
         "model_fingerprint": model_fingerprint(path),
     }
 

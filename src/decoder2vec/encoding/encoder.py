@@ -31,7 +31,6 @@ from decoder2vec.encoder_config import (
     read_calibration,
     read_encoder_config,
     read_projection,
-    resolve_settings,
     write_encoder_files,
 )
 from decoder2vec.encoding.checks import as_text_list, check_positive_int, check_texts
@@ -41,6 +40,7 @@ from decoder2vec.encoding.static import StaticEncoder
 from decoder2vec.encoding.tokenization import Sequence, SequenceBuilder, TokenizedBatch, expand_instruction
 from decoder2vec.errors import ConfigError, OutputExistsError
 from decoder2vec.io import replace_entries
+from decoder2vec.spec import EncoderSpec
 from decoder2vec.static_format import is_static_folder
 
 __all__ = [
@@ -263,17 +263,13 @@ class Encoder:
                 max_length=max_length,
                 append_eos=append_eos,
             )
-        saved = read_encoder_config(path)
-        settings = resolve_settings(
-            saved,
-            pooling=pooling,
-            bidirectional=bidirectional,
-            max_length=max_length,
-            append_eos=append_eos,
-            matryoshka_dimensions=None,
+        # every setting, width and module checked on the files, before the weights load
+        spec = EncoderSpec.read(
+            path, pooling=pooling, bidirectional=bidirectional, max_length=max_length, append_eos=append_eos
         )
-        calibration = read_calibration(path)  # before the weights: damaged files fail fast
-        projection = read_projection(path, saved)
+        settings = spec.settings()
+        calibration = read_calibration(spec.folder)  # before the weights: damaged files fail fast
+        projection = read_projection(spec.folder)
         model, tokenizer = load_backbone(
             path,
             bidirectional=settings["bidirectional"],

@@ -153,27 +153,18 @@ def check_architecture(config) -> str:
 
 
 def check_before_loading(model: str, outtype: str, pooling: str | None) -> None:
-    """What the config files alone decide (architecture, RoPE, saved pooling), so an export that cannot
-    succeed fails before the weights load (minutes and tens of GB for a 7B model). The flags themselves
-    are :func:`check_settings`'s, checked before this resolves the model."""
-    from transformers import AutoConfig
+    """What the encoder's spec alone decides (architecture, RoPE, saved pooling, a projection), so an export
+    that cannot succeed fails before the weights load (minutes and tens of GB for a 7B model). The flags
+    themselves are :func:`check_settings`'s, checked before this resolves the model."""
+    from decoder2vec.spec import EncoderSpec, NotLocalError
 
-    from decoder2vec.backbone.loading import resolve_model_path
-    from decoder2vec.encoder_config import read_encoder_config
-
-    path = resolve_model_path(model)
-    if not Path(path).is_dir():
-        return  # a hub id: its config comes with the model; plan_export checks it after the load
     try:
-        config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError):
-        return  # the load reports what is wrong with the folder, in its own words
-    model_type = check_architecture(
-        config.get_text_config() if hasattr(config, "get_text_config") else config
-    )
-    saved = read_encoder_config(path)
-    check_settings(outtype, pooling or saved.get("pooling"))
-    if saved.get("projection"):
+        spec = EncoderSpec.read(model)
+    except NotLocalError:
+        return  # a hub id not fetched yet: plan_export checks its config after the load
+    model_type = check_architecture(spec.backbone_config())
+    check_settings(outtype, pooling or spec.pooling)
+    if spec.projection:
         raise ConfigError(PROJECTION_UNSUPPORTED.format(arch=model_type))
 
 

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from decoder2vec.backbone.layers import truncate_layers
-from decoder2vec.encoder_config import ENCODER_CONFIG, default_max_length, model_context, read_encoder_config
+from decoder2vec.encoder_config import ENCODER_CONFIG, default_max_length, model_context
 from decoder2vec.errors import ModelLoadError
 from decoder2vec.io import json_safe, write_file_atomic, write_json_atomic
 from decoder2vec.training.data.corpus import read_distill_texts
@@ -120,8 +120,9 @@ def folder_fingerprint(folder: Path) -> str:
 
 
 def describe_teacher(source: str) -> Teacher:
-    """Find the teacher and check that it can load, without loading its weights."""
-    from decoder2vec.backbone.loading import resolve_model_path
+    """Find the teacher and check that it can load, without loading its weights: a decoder2vec teacher is
+    described by its :class:`~decoder2vec.spec.EncoderSpec` (its width is its vectors', after any projection)."""
+    from decoder2vec.spec import EncoderSpec
 
     if not source:
         raise SettingError(
@@ -138,20 +139,18 @@ def describe_teacher(source: str) -> Teacher:
             ) from exc
         return Teacher(source, str(path), "sentence-transformers", folder_fingerprint(path))
     try:
-        resolved = resolve_model_path(source)
+        spec = EncoderSpec.read(source)
     except ModelLoadError as exc:
         raise ModelLoadError(f"the teacher does not load: {exc}") from exc
-    folder = Path(resolved)
-    config = _model_config(resolved, "teacher")
-    saved = read_encoder_config(folder) if folder.is_dir() else {}
+    folder = Path(spec.path)
     return Teacher(
         source,
-        resolved,
+        spec.path,
         "decoder2vec",
-        folder_fingerprint(folder) if folder.is_dir() else resolved,
-        width=int(config.hidden_size),
-        pooling=saved.get("pooling"),
-        max_length=saved.get("max_length"),
+        folder_fingerprint(folder) if folder.is_dir() else spec.path,
+        width=spec.width,
+        pooling=spec.pooling,
+        max_length=spec.max_length,
     )
 
 
@@ -289,9 +288,12 @@ def check_inputs(cfg: DistillConfig, pipeline=None) -> list[str]:
             "distill.student_layers is not set: in convert the student is the encoder made so far cut to its "
             "first N layers; set it (e.g. --set distill.student_layers=15) or name a student with distill.model"
         )
-    from decoder2vec.backbone.loading import resolve_model_path
+    from decoder2vec.spec import EncoderSpec
 
-    teacher_width = int(_model_config(resolve_model_path(pipeline.model), "teacher").hidden_size)
+    try:  # the encoder the stages make from the pipeline's model: its width, no projection
+        teacher_width = EncoderSpec.read(pipeline.model).hidden_size
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"the teacher does not load: {exc}") from exc
     check_student(cfg, cfg.model or pipeline.model, teacher_width)
     return texts
 
