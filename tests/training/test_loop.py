@@ -80,13 +80,14 @@ def test_a_non_finite_loss_stops_the_run_before_anything_is_published(tiny_word_
 
 # ------------------------------------------------------------------ bf16 autocast on CPU (opt-in)
 def test_cpu_bf16_autocast_is_opt_in(monkeypatch):
+    from decoder2vec.backbone import precision
     from decoder2vec.training import loop
     from decoder2vec.training.config import StageConfig
     from decoder2vec.training.errors import SettingError
 
     if torch.cuda.is_available():
         pytest.skip("checks the CPU path")
-    monkeypatch.setattr(loop, "cpu_kernels", lambda: {"bf16": "AMX-BF16", "int8": "AMX-INT8"})
+    monkeypatch.setattr(precision, "cpu_kernels", lambda: {"bf16": "AMX-BF16", "int8": "AMX-INT8"})
     a, b = torch.randn(4, 8), torch.randn(8, 3)
     with loop.make_accelerator(StageConfig()).autocast():
         assert (a @ b).dtype == torch.float32  # the default stays fp32
@@ -96,6 +97,6 @@ def test_cpu_bf16_autocast_is_opt_in(monkeypatch):
     torch.testing.assert_close(out.float(), a @ b, rtol=2e-2, atol=2e-2)
     with loop.make_accelerator(StageConfig()).autocast():  # a later fp32 stage in the same process
         assert (a @ b).dtype == torch.float32
-    monkeypatch.setattr(loop, "cpu_kernels", lambda: {"bf16": None, "int8": None})
+    monkeypatch.setattr(precision, "cpu_kernels", lambda: {"bf16": None, "int8": None})
     with pytest.raises(SettingError, match="dtype=bfloat16 on this CPU would be emulated"):
         loop.make_accelerator(StageConfig(dtype="bfloat16"))

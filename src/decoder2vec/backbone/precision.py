@@ -65,10 +65,15 @@ def check_inference_precision(dtype: torch.dtype, quantization: str | None, devi
                 "quantization='int8' needs a CPU with VNNI (AVX512-VNNI, AVX-VNNI or AMX) for its int8 "
                 "matmuls; this CPU has none, so int8 would be no faster than float32"
             )
-    if device.type == "cpu" and dtype == torch.bfloat16 and cpu_kernels()["bf16"] is None:
-        raise ConfigError(
-            "dtype=bfloat16 on this CPU would be emulated (no AVX512-BF16 or AMX), slower than float32; "
-            "use float32, or quantization='int8' on a CPU with VNNI"
+    if device.type == "cpu" and dtype == torch.bfloat16:
+        require_native_bf16("use float32, or quantization='int8' on a CPU with VNNI")
+
+
+def require_native_bf16(remedy: str, error: type[Exception] = ConfigError) -> None:
+    """Refuse bf16 on a CPU that would emulate it (inference and training both ask here)."""
+    if cpu_kernels()["bf16"] is None:
+        raise error(
+            f"dtype=bfloat16 on this CPU would be emulated (no AVX512-BF16 or AMX), slower than float32; {remedy}"
         )
 
 

@@ -53,6 +53,14 @@ def cut_passages(
     return passages, too_short
 
 
+def passages_by_doc(passages: list[Passage]) -> dict[int, list[int]]:
+    """Each document's passage indices, in passage order (documents in order of first passage)."""
+    by_doc: dict[int, list[int]] = {}
+    for i, p in enumerate(passages):
+        by_doc.setdefault(p.doc, []).append(i)
+    return by_doc
+
+
 def first_sentence(text: str) -> tuple[str, str] | None:
     """``(first sentence, rest)`` by the chunker's sentence boundaries, or None for a single sentence."""
     from decoder2vec.encoding.chunking import sentence_starts

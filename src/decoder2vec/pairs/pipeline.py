@@ -25,7 +25,7 @@ from decoder2vec.io import iter_jsonl, replace_folder, write_file_atomic, write_
 from decoder2vec.pairs.filters import filter_generated, round_trip_keep
 from decoder2vec.pairs.generate import TEMPLATES, generator_weights, load_generator, messages, resolve_backend
 from decoder2vec.pairs.negatives import mine_negatives
-from decoder2vec.pairs.passages import cut_passages
+from decoder2vec.pairs.passages import cut_passages, passages_by_doc
 from decoder2vec.pairs.scoring import load_scorer
 from decoder2vec.pairs.settings import PairsSettings
 from decoder2vec.pairs.sources import read_documents
@@ -284,12 +284,9 @@ def build_pairs(out: str | Path, s: PairsSettings) -> dict:
     # dev queries: (text, relevant passages)
     dev_queries = [(p.query, [p.anchor]) for p in synthetic if dev_docs[p.doc]]
     if s.dev_titles:
-        by_doc: dict[int, list[int]] = {}
-        for i, p in enumerate(passages):
-            by_doc.setdefault(p.doc, []).append(i)
         dev_queries += [
             (docs[d].title.strip(), anchors)
-            for d, anchors in sorted(by_doc.items())
+            for d, anchors in sorted(passages_by_doc(passages).items())
             if dev_docs[d] and docs[d].title.strip()
         ]
     negatives = [[] for _ in train]

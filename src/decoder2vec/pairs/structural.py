@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from decoder2vec.pairs.passages import Passage, first_sentence
+from decoder2vec.pairs.passages import Passage, first_sentence, passages_by_doc
 from decoder2vec.pairs.sources import Document
 
 STRUCTURAL_KINDS = ("title", "first_sentence", "neighbour", "title_document")
@@ -47,10 +47,7 @@ def structural_pairs(
     """The structural pairs of ``kinds`` in document order. ``long_document(text) -> text`` cuts a whole
     document to the long-pair length (tokens)."""
     pairs: list[Pair] = []
-    by_doc: dict[int, list[int]] = {}
-    for i, p in enumerate(passages):
-        by_doc.setdefault(p.doc, []).append(i)
-    for d, indices in by_doc.items():
+    for d, indices in passages_by_doc(passages).items():
         title = docs[d].title.strip()
         if "title_document" in kinds and title and long_document is not None:
             pairs.append(Pair("title_document", title, long_document(docs[d].text), indices[0], d))

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from decoder2vec.backbone.precision import cpu_kernels
+from decoder2vec.backbone.precision import require_native_bf16
 from decoder2vec.io import append_line, check_inside, replace_folder
 from decoder2vec.training import checkpoint as ckpt
 from decoder2vec.training.data.sampling import BatchPlan
@@ -78,11 +78,8 @@ def make_accelerator(cfg: StageConfig):
         # opt-in on CPU: with AMX or AVX512-BF16 the matmuls run several times faster than fp32, elsewhere
         # they may run slower, and fp32 stays the default so CPU results do not change under anyone's feet
         use_bf16 = cfg.dtype == "bfloat16"
-        if use_bf16 and cpu_kernels()["bf16"] is None:
-            raise SettingError(
-                "dtype=bfloat16 on this CPU would be emulated (no AVX512-BF16 or AMX), slower than float32; "
-                "leave dtype unset (float32)"
-            )
+        if use_bf16:
+            require_native_bf16("leave dtype unset (float32)", SettingError)
     # accelerate keeps one process-wide state and refuses an Accelerator of another precision; `convert`
     # runs its stages in one process, each with its own dtype, so a stage that changes it starts a fresh
     # state (the process group, PartialState, is kept)
